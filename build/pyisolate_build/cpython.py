@@ -1,0 +1,306 @@
+"""Build steps for the free-threaded CPython prefix: one function per step.
+
+    fetch → verify → extract → patch → configure (after a toolchain probe) → compile
+          → install → audit
+
+The finished prefix lives in the cache under a key that hashes every input (lock entry,
+patch series, flavour flags, configure arguments, toolchain and -dev package versions, and
+the source of this module); `out/dist/current` links to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import audit, cache, fetch, lock, patches, profiles, system
+from .errors import AuditError, BuildError
+from .progress import Reporter
+
+PREFIX = "/opt/pyisolate"  # configure-time prefix; the installed tree is relocatable
+CONFIGURE_ARGS = (
+    f"--prefix={PREFIX}",
+    "--disable-gil",
+    "--with-ensurepip=no",
+    "--without-static-libpython",  # the interpreter links libpython statically; no .a shipped
+    "--without-system-libmpdec",  # bookworm has no libmpdec-dev; the bundled copy is pinned with CPython
+    "--enable-option-checking=fatal",
+)
+# Variables from the caller's environment that would silently change the build.
+_SCRUB_ENV = (
+    "CFLAGS",
+    "CPPFLAGS",
+    "CXXFLAGS",
+    "LDFLAGS",
+    "LIBS",
+    "CC",
+    "CXX",
+    "OPT",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "MAKEFLAGS",
+)
+
+
+@dataclass(frozen=True)
+class Repo:
+    """Where the driver's inputs live in the checkout."""
+
+    root: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "build" / "sources.lock"
+
+    @property
+    def profiles(self) -> Path:
+        return self.root / "build" / "profiles.toml"
+
+    @property
+    def packages(self) -> Path:
+        return self.root / "build" / "system-packages.txt"
+
+    @property
+    def patches(self) -> Path:
+        return self.root / "cpython-patches"
+
+    @property
+    def probe(self) -> Path:
+        return self.root / "build" / "toolchain-probe.c"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a build of one flavour depends on, resolved before any work starts."""
+
+    source: lock.Source
+    series: list[patches.Patch]
+    flavour: profiles.Flavour
+    toolchain: dict[str, str]
+    packages: dict[str, str]
+    step_digest: str
+
+    def inputs(self) -> dict:
+        return {
+            "source": self.source.key(),
+            "patches": [(p.name, p.sha256) for p in self.series],
+            "flavour": self.flavour.key(),
+            "configure": list(CONFIGURE_ARGS),
+            "toolchain": self.toolchain,
+            "packages": self.packages,
+            "step": self.step_digest,
+        }
+
+    @property
+    def key(self) -> str:
+        return cache.key(self.inputs())
+
+    @property
+    def artefact_name(self) -> str:
+        return f"cpython-{self.source.version}-{self.flavour.name}-{self.key[:16]}"
+
+
+def plan(repo: Repo, flavour_name: str, packages: dict[str, str] | None = None) -> Plan:
+    sources = lock.load(repo.lock)
+    if "cpython" not in sources:
+        raise BuildError(f"{repo.lock}: no [[source]] named 'cpython'")
+    flavours = profiles.load(repo.profiles)
+    if flavour_name not in flavours:
+        raise BuildError(f"unknown flavour {flavour_name!r}; {repo.profiles} defines: {', '.join(flavours)}")
+    flavour = flavours[flavour_name]
+    if packages is None:
+        wanted = system.read_package_list(repo.packages)
+        packages = {k: v for k, v in system.installed_versions(wanted).items() if v}
+    return Plan(
+        source=sources["cpython"],
+        series=patches.read_series(repo.patches),
+        flavour=flavour,
+        toolchain=system.toolchain_identity(flavour.cc),
+        packages=dict(sorted(packages.items())),
+        step_digest=cache.file_digest(Path(__file__), repo.probe),
+    )
+
+
+def build(repo: Repo, flavour_name: str, reporter: Reporter, jobs: int | None = None) -> Path:
+    """Return the prefix of a built (or cached) distribution of this flavour."""
+    wanted = system.read_package_list(repo.packages)
+    packages = system.ensure_packages(wanted, log=reporter.info)
+    the_plan = plan(repo, flavour_name, packages)
+    cache_root = cache.root()
+    artefact = cache_root / "dist" / the_plan.artefact_name
+    prefix = artefact / "prefix"
+    if (artefact / "buildinfo.json").is_file() and (prefix / "bin" / "python3.14t").is_file():
+        reporter.skip("build", f"cached: {artefact} (key {the_plan.key[:16]})")
+    else:
+        work = cache_root / "work" / the_plan.artefact_name
+        if work.exists():
+            shutil.rmtree(work)  # leftovers of an interrupted build are never reused
+        work.mkdir(parents=True)
+        tarball = step_fetch(the_plan, cache_root / "downloads", reporter)
+        src = step_extract(tarball, work, reporter)
+        step_patch(the_plan, src, reporter)
+        step_configure(the_plan, repo, src, work, reporter)
+        step_compile(src, reporter, jobs or os.cpu_count() or 2)
+        staged = step_install(the_plan, src, work, reporter)
+        (staged.parent / "buildinfo.json").write_text(json.dumps(the_plan.inputs(), indent=1, sort_keys=True) + "\n")
+        cache.publish(staged.parent, artefact)
+        shutil.rmtree(work, ignore_errors=True)
+    step_audit(prefix, the_plan.flavour.audit, repo.out / "logs", reporter)
+    link_current(repo.out / "dist", prefix, flavour_name)
+    return prefix
+
+
+def step_fetch(the_plan: Plan, downloads: Path, reporter: Reporter) -> Path:
+    with reporter.phase("fetch", the_plan.source.filename):
+        path = fetch.fetch(the_plan.source, downloads, log=reporter.info)
+    with reporter.phase("verify", f"sha256 {the_plan.source.sha256[:16]}…"):
+        fetch.verify(the_plan.source, path, str(path))  # re-check the bytes we will unpack
+    return path
+
+
+def step_extract(tarball: Path, work: Path, reporter: Reporter) -> Path:
+    with reporter.phase("extract"):
+        with tarfile.open(tarball) as tar:
+            top = {m.name.split("/", 1)[0] for m in tar.getmembers()}
+            if len(top) != 1:
+                raise BuildError(f"{tarball}: expected one top-level directory, found {sorted(top)}")
+            tar.extractall(work, filter="data")
+        return work / top.pop()
+
+
+def step_patch(the_plan: Plan, src: Path, reporter: Reporter) -> None:
+    with reporter.phase("patch", f"{len(the_plan.series)} patch(es)"):
+        for line in patches.apply_series(the_plan.series, src):
+            reporter.info(line)
+
+
+def build_env(flavour: profiles.Flavour) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+    env.update(
+        LC_ALL="C",
+        CC=flavour.cc,
+        OPT=flavour.opt,
+        CFLAGS=" ".join(flavour.cflags),
+        LDFLAGS=" ".join(flavour.ldflags),
+        LINKFORSHARED=" ".join(flavour.exe_ldflags),
+    )
+    return env
+
+
+def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path) -> audit.ElfReport:
+    """Compile the probe with the flavour's flags and audit it: the flags must work."""
+    exe = work / "toolchain-probe"
+    cmd = [
+        flavour.cc,
+        *flavour.opt.split(),
+        *flavour.cflags,
+        *flavour.ldflags,
+        *flavour.exe_ldflags,
+        str(probe_src),
+        "-o",
+        str(exe),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=build_env(flavour))
+    if proc.returncode != 0:
+        raise BuildError(f"toolchain probe does not compile with flavour {flavour.name}:\n{proc.stderr}")
+    report = audit.audit_file(exe, flavour.audit)
+    problems = [f"{prop}: {c.detail}" for prop, c in report.checks.items() if c.status == audit.FAIL]
+    policy = flavour.audit
+    if policy.stack_protector and "canaries present" not in report.checks["stack_protector"].detail:
+        problems.append("stack_protector: the probe's stack buffer got no canary")
+    if policy.fortify and report.checks["fortify"].status != audit.OK:
+        problems.append("fortify: the probe's memcpy into a known-size buffer was not fortified")
+    if problems:
+        raise BuildError(
+            f"flavour {flavour.name}: the toolchain probe shows the flags do not harden:\n  " + "\n  ".join(problems)
+        )
+    return report
+
+
+def step_configure(the_plan: Plan, repo: Repo, src: Path, work: Path, reporter: Reporter) -> None:
+    with reporter.phase("configure", the_plan.flavour.name):
+        probe_toolchain(the_plan.flavour, repo.probe, work)
+        reporter.info("toolchain probe: the flavour's flags give canaries, fortified calls, PIE, RELRO, NX")
+        reporter.run(
+            "configure", ["./configure", *CONFIGURE_ARGS, *the_plan.flavour.configure], src, build_env(the_plan.flavour)
+        )
+
+
+def step_compile(src: Path, reporter: Reporter, jobs: int) -> None:
+    with reporter.phase("compile", f"make -j{jobs}"):
+        reporter.run("compile", ["make", f"-j{jobs}"], src, build_env_from_configure())
+
+
+def build_env_from_configure() -> dict[str, str]:
+    # configure has baked the flags into the Makefile; keep the caller's flags out of make.
+    return {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV} | {"LC_ALL": "C"}
+
+
+def step_install(the_plan: Plan, src: Path, work: Path, reporter: Reporter) -> Path:
+    """Install into a staging tree and make it relocatable; return the staged prefix."""
+    destdir = work / "destdir"
+    with reporter.phase("install"):
+        reporter.run("install", ["make", "install", f"DESTDIR={destdir}"], src, build_env_from_configure())
+        staged = work / "artefact" / "prefix"
+        staged.parent.mkdir(parents=True)
+        os.rename(destdir / PREFIX.lstrip("/"), staged)
+        make_relocatable(staged)
+    return staged
+
+
+# A script that is valid sh and valid Python: sh re-executes it with the interpreter next
+# to it, wherever the prefix was copied; Python sees a string literal and moves on.
+_RELOCATABLE_SHEBANG = (
+    '#!/bin/sh\n\'\'\'\'exec "$(dirname -- "$(readlink -f -- "$0")")/python3.14t" "$0" "$@" #\'\'\'\n'
+)
+
+
+def make_relocatable(prefix: Path) -> None:
+    bindir = prefix / "bin"
+    for script in bindir.iterdir():
+        if script.is_symlink() or not script.is_file():
+            continue
+        head = script.read_bytes()[:128]
+        if head.startswith(b"#!") and PREFIX.encode() in head.split(b"\n", 1)[0]:
+            body = script.read_text().split("\n", 1)[1]
+            script.write_text(_RELOCATABLE_SHEBANG + body)
+    python3 = bindir / "python3"
+    if not python3.exists():
+        python3.symlink_to("python3.14t")
+
+
+def step_audit(prefix: Path, policy: profiles.AuditPolicy, log_dir: Path, reporter: Reporter) -> list[audit.ElfReport]:
+    with reporter.phase("audit", str(prefix)):
+        reports = audit.audit_tree(prefix, policy)
+        audit.write_json(reports, log_dir / "audit.json")
+        audit.render(reports, reporter.console)
+        try:
+            audit.check(reports)
+        except AuditError:
+            reporter.info(f"full report: {log_dir / 'audit.json'}")
+            raise
+    return reports
+
+
+def link_current(dist_dir: Path, prefix: Path, flavour_name: str) -> None:
+    """out/dist/<flavour> and (for the default flavour) out/dist/current → the prefix."""
+    dist_dir.mkdir(parents=True, exist_ok=True)
+    names = [flavour_name] + (["current"] if flavour_name == "hardened" else [])
+    for name in names:
+        link = dist_dir / name
+        tmp = dist_dir / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(prefix)
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        os.replace(tmp, link)

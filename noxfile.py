@@ -1,0 +1,83 @@
+"""Every PyIsolate workflow, as a nox session.
+
+    ./dev demo              build the distribution and run the demo with it
+    ./dev tests [-- ARGS]   the test suite (ARGS go to pytest, e.g. -- -k audit)
+    ./dev dist [-- --flavour plain]
+    ./dev audit [-- PREFIX]
+    ./dev lint
+
+`./dev` makes .venv with the pinned nox, then runs `nox -s …`; with nox on your PATH,
+`nox -s tests` is the same thing. Python packages come from requirements/*.txt, pinned
+with hashes; system packages from build/system-packages.txt (installed by the driver).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "out" / "dist" / "current"
+DRIVER_ENV = {"PYTHONPATH": str(ROOT / "build")}
+
+
+def install(session: nox.Session, name: str) -> None:
+    """The one install helper: every Python dependency comes pinned, with hashes."""
+    session.install("--require-hashes", "--only-binary=:all:", "-r", str(ROOT / "requirements" / f"{name}.txt"))
+
+
+def driver(session: nox.Session, *args: str) -> None:
+    session.run("python", "-m", "pyisolate_build", *args, env=DRIVER_ENV)
+
+
+# --- development -------------------------------------------------------------------------
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Build the distribution (cached) and run the demo with the built interpreter."""
+    install(session, "build")
+    driver(session, "dist")
+    session.run(str(DIST / "bin" / "python3"), str(ROOT / "demo" / "freethreaded.py"), external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit tests of the driver, then integration tests against the built prefix."""
+    install(session, "tests")
+    driver(session, "dist")
+    env = dict(DRIVER_ENV, PYISOLATE_DIST=str(DIST))
+    if "PYISOLATE_REQUIRE_ALL" in os.environ:
+        env["PYISOLATE_REQUIRE_ALL"] = os.environ["PYISOLATE_REQUIRE_ALL"]
+    session.run("pytest", *(session.posargs or ["tests"]), env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    install(session, "lint")
+    session.run("ruff", "check", "build", "tests", "demo", "noxfile.py")
+    session.run("ruff", "format", "--check", "build", "tests", "demo", "noxfile.py")
+
+
+# --- distribution ------------------------------------------------------------------------
+
+
+@nox.session
+def dist(session: nox.Session) -> None:
+    """Build (or reuse from the cache) the prefix; `-- --flavour plain` for another flavour."""
+    install(session, "build")
+    driver(session, "dist", *session.posargs)
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """ELF hardening audit of out/dist/current (or `-- PREFIX [--flavour NAME]`)."""
+    install(session, "build")
+    driver(session, "audit", *session.posargs)

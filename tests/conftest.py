@@ -1,0 +1,38 @@
+"""Shared test helpers: where the built distribution is, and the skip-or-fail rule.
+
+A test that needs something this host lacks skips with a reason, and fails instead when
+PYISOLATE_REQUIRE_ALL=1 (CI sets it), so nothing silently skips where it should run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "build"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or fail under PYISOLATE_REQUIRE_ALL=1) unless `condition` holds."""
+    if condition:
+        return
+    if os.environ.get("PYISOLATE_REQUIRE_ALL") == "1":
+        pytest.fail(f"required but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def dist() -> Path:
+    """The built prefix (PYISOLATE_DIST, default out/dist/current)."""
+    prefix = Path(os.environ.get("PYISOLATE_DIST", ROOT / "out" / "dist" / "current"))
+    need((prefix / "bin" / "python3.14t").is_file(), f"no built distribution at {prefix}; run `./dev dist`")
+    return prefix.resolve()
+
+
+@pytest.fixture(scope="session")
+def python(dist: Path) -> Path:
+    return dist / "bin" / "python3.14t"

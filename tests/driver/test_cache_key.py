@@ -1,0 +1,89 @@
+"""The build's cache key: stable when nothing changes, different when any input changes."""
+
+import shutil
+
+import pytest
+
+from conftest import ROOT
+from pyisolate_build import cache, cpython
+
+PACKAGES = {"libssl-dev": "3.0.19-1~deb12u2"}
+
+
+@pytest.fixture
+def repo(tmp_path):
+    for rel in (
+        "build/sources.lock",
+        "build/profiles.toml",
+        "build/system-packages.txt",
+        "build/toolchain-probe.c",
+        "cpython-patches/series",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    return cpython.Repo(tmp_path)
+
+
+def key(repo, flavour="hardened", packages=PACKAGES):
+    return cpython.plan(repo, flavour, packages).key
+
+
+def edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def add_patch(repo, text):
+    (repo.patches / "x-y.patch").write_text(text)
+    edit(repo.patches / "series", "\n", "\nx-y.patch\n")
+
+
+def test_key_is_stable(repo):
+    assert key(repo) == key(repo)
+    assert len(key(repo)) == 64
+
+
+def test_flavours_have_different_keys(repo):
+    assert key(repo, "hardened") != key(repo, "plain")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: edit(r.lock, 'version = "3.14.7"', 'version = "3.14.8"'),
+        lambda r: edit(r.lock, "3b48dac8", "4b48dac8"),
+        lambda r: edit(r.profiles, '"-fstack-clash-protection",', ""),
+        lambda r: edit(r.profiles, 'opt = "-DNDEBUG -O2 -Wall"', 'opt = "-DNDEBUG -O3 -Wall"'),
+        lambda r: r.probe.write_text(r.probe.read_text() + "\n/* changed */\n"),
+        lambda r: add_patch(r, "--- a/x\n+++ b/x\n"),
+    ],
+    ids=["version", "sha256", "cflags", "opt", "probe", "patch-added"],
+)
+def test_any_input_changes_the_key(repo, change):
+    before = key(repo)
+    change(repo)
+    assert key(repo) != before
+
+
+def test_patch_content_changes_the_key(repo):
+    add_patch(repo, "--- a/x\n+++ b/x\n")
+    before = key(repo)
+    (repo.patches / "x-y.patch").write_text("--- a/x\n+++ b/x\n@@ changed @@\n")
+    assert key(repo) != before
+
+
+def test_system_package_versions_change_the_key(repo):
+    assert key(repo, packages={"libssl-dev": "3.0.20"}) != key(repo)
+
+
+def test_toolchain_changes_the_key(repo, monkeypatch):
+    before = key(repo)
+    real = cpython.system.toolchain_identity
+    monkeypatch.setattr(cpython.system, "toolchain_identity", lambda cc: real(cc) | {"cc": "gcc 99"})
+    assert key(repo) != before
+
+
+def test_canonical_json_key():
+    assert cache.key({"b": 1, "a": [1, 2]}) == cache.key({"a": [1, 2], "b": 1})
+    assert cache.key({"a": 1}) != cache.key({"a": "1"})
