@@ -11,8 +11,14 @@ from conftest import ROOT
 
 def driver(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "build"))
-    return subprocess.run([sys.executable, "-m", "pyisolate_build", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=3600)
+    return subprocess.run(
+        [sys.executable, "-m", "pyisolate_build", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
 
 
 def test_audit_passes_on_prefix(dist):
@@ -22,7 +28,11 @@ def test_audit_passes_on_prefix(dist):
     reports = json.loads((ROOT / "out" / "logs" / "audit.json").read_text())
     exe = next(r for r in reports if r["path"] == "bin/python3.14t")
     assert {k: v["status"] for k, v in exe["checks"].items() if k not in ("ibt", "shstk")} == {
-        "pie": "ok", "relro": "ok", "nx_stack": "ok", "stack_protector": "ok", "fortify": "ok",
+        "pie": "ok",
+        "relro": "ok",
+        "nx_stack": "ok",
+        "stack_protector": "ok",
+        "fortify": "ok",
     }
     # CET: reported as missing, never claimed (see README: bookworm's crt objects).
     assert exe["checks"]["ibt"]["status"] in ("ok", "missing")

@@ -8,21 +8,26 @@ import subprocess
 import textwrap
 
 import pytest
+
 from conftest import need
 
 
 def run(python, code, **kw):
-    proc = subprocess.run([str(python), "-I", "-B", "-c", textwrap.dedent(code)],
-                          capture_output=True, text=True, timeout=300, **kw)
+    proc = subprocess.run(
+        [str(python), "-I", "-B", "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300, **kw
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
 def test_gil_is_disabled(python):
-    out = run(python, """
+    out = run(
+        python,
+        """
         import sys, sysconfig
         print(sys._is_gil_enabled(), sysconfig.get_config_var("Py_GIL_DISABLED"), sys.version_info[:3])
-    """)
+    """,
+    )
     assert out.split("\n")[0] == "False 1 (3, 14, 7)"
 
 
@@ -33,7 +38,9 @@ def test_bin_layout(dist):
 
 
 def test_interpreters_create_exec_call(python):
-    out = run(python, """
+    out = run(
+        python,
+        """
         from concurrent import interpreters
         interp = interpreters.create()
         interp.exec("import math; value = math.factorial(20)")
@@ -44,12 +51,15 @@ def test_interpreters_create_exec_call(python):
         print(q.get(timeout=5))
         interp.close()
         print(len(interpreters.list_all()))
-    """)
+    """,
+    )
     assert out.split() == [str(2**100), "2432902008176640000", "1"]
 
 
 def test_interpreters_are_isolated(python):
-    out = run(python, """
+    out = run(
+        python,
+        """
         from concurrent import interpreters
         import sys
         a, b = interpreters.create(), interpreters.create()
@@ -59,7 +69,8 @@ def test_interpreters_are_isolated(python):
         except interpreters.ExecutionFailed as exc:
             print("isolated", exc.excinfo.type.__name__)
         print(hasattr(sys, "marker"))
-    """)
+    """,
+    )
     assert out.split() == ["isolated", "AttributeError", "False"]
 
 
@@ -68,7 +79,9 @@ def test_two_interpreters_use_two_cores(python):
     # Both threads spin in their own interpreter; with a GIL the process could not use
     # more than ~1 CPU-second per wall second. Measured as CPU time over wall time of the
     # same run, not as an absolute duration.
-    out = run(python, """
+    out = run(
+        python,
+        """
         import threading, time, json
         from concurrent import interpreters
         interps = [interpreters.create() for _ in range(2)]
@@ -81,7 +94,8 @@ def test_two_interpreters_use_two_cores(python):
         for t in threads: t.start()
         for t in threads: t.join()
         print(json.dumps({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0}))
-    """)
+    """,
+    )
     m = json.loads(out)
     assert m["cpu"] / m["wall"] > 1.4, m
 
@@ -89,16 +103,18 @@ def test_two_interpreters_use_two_cores(python):
 def test_hardening_flags_in_sysconfig(python):
     # Extensions built against the distribution inherit the hardening flags.
     out = run(python, "import sysconfig; print(sysconfig.get_config_var('CFLAGS'))")
-    for flag in ("-fstack-protector-strong", "-D_FORTIFY_SOURCE=3", "-fcf-protection=full",
-                 "-fstack-clash-protection"):
+    for flag in ("-fstack-protector-strong", "-D_FORTIFY_SOURCE=3", "-fcf-protection=full", "-fstack-clash-protection"):
         assert flag in out
 
 
 def test_stdlib_extension_modules_import(python):
-    out = run(python, """
+    out = run(
+        python,
+        """
         import ssl, sqlite3, zlib, lzma, bz2, ctypes, decimal, _zstd, readline, hashlib, json, uuid
         print(ssl.OPENSSL_VERSION.split()[0], decimal.Decimal("1.1") + decimal.Decimal("2.2"))
-    """)
+    """,
+    )
     assert out.split() == ["OpenSSL", "3.3"]
 
 
@@ -106,16 +122,20 @@ def test_prefix_is_relocatable(dist, tmp_path):
     moved = tmp_path / "somewhere" / "else"
     shutil.copytree(dist, moved, symlinks=True)
     python = moved / "bin" / "python3"
-    out = run(python, """
+    out = run(
+        python,
+        """
         import sys, sysconfig, json, ssl, _interpreters
         print(json.dumps([sys.prefix, sys.exec_prefix, sysconfig.get_paths()["stdlib"], json.__file__]))
-    """)
+    """,
+    )
     prefix, exec_prefix, stdlib, json_file = json.loads(out)
     assert prefix == exec_prefix == str(moved)
     assert stdlib.startswith(str(moved)) and json_file.startswith(str(moved))
     # Scripts in bin/ find the interpreter next to them wherever the prefix is.
-    pydoc = subprocess.run([str(moved / "bin" / "pydoc3"), "-k", "zzzz_no_such_topic"],
-                           capture_output=True, text=True, timeout=120)
+    pydoc = subprocess.run(
+        [str(moved / "bin" / "pydoc3"), "-k", "zzzz_no_such_topic"], capture_output=True, text=True, timeout=120
+    )
     assert pydoc.returncode == 0, pydoc.stderr
 
 
