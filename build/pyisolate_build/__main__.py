@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import cpython, profiles, system
+from . import cpython, dist, profiles, system
 from .errors import BuildError, StepError
 from .progress import Reporter
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "dist":
             start = time.monotonic()
-            prefix = cpython.build(REPO, args.flavour, reporter, args.jobs)
+            prefix = dist.build(REPO, args.flavour, reporter, args.jobs)
             console.print(
                 f"[bold green]dist ready[/] in {time.monotonic() - start:.1f}s: "
                 f"{prefix}\n  linked from {REPO.out / 'dist' / 'current'}"
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.prefix / "bin").is_dir():
                 raise BuildError(f"{args.prefix}: not an install prefix (no bin/); run `nox -s dist` first")
             policy = profiles.load(REPO.profiles)[args.flavour].audit
-            cpython.step_audit(args.prefix.resolve(), policy, REPO.out / "logs", reporter)
+            dist.step_audit(args.prefix.resolve(), policy, REPO.out / "logs", reporter)
         elif args.command == "deps":
             system.ensure_packages(system.read_package_list(REPO.packages), log=reporter.info)
         elif args.command == "key":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import audit, cache, fetch, lock, patches, profiles, system
-from .errors import AuditError, BuildError
+from .errors import BuildError
 from .progress import Reporter
 
 PREFIX = "/opt/pyisolate"  # configure-time prefix; the installed tree is relocatable
@@ -73,6 +73,11 @@ class Repo:
     @property
     def probe(self) -> Path:
         return self.root / "build" / "toolchain-probe.c"
+
+    @property
+    def runtime(self) -> list[Path]:
+        """What the overlay step installs on top of CPython."""
+        return [self.root / "src" / "pyisolate", self.root / "sitecustomize"]
 
     @property
     def out(self) -> Path:
@@ -132,7 +137,7 @@ def plan(repo: Repo, flavour_name: str, packages: dict[str, str] | None = None) 
 
 
 def build(repo: Repo, flavour_name: str, reporter: Reporter, jobs: int | None = None) -> Path:
-    """Return the prefix of a built (or cached) distribution of this flavour."""
+    """Return the prefix of a built (or cached) CPython of this flavour."""
     wanted = system.read_package_list(repo.packages)
     packages = system.ensure_packages(wanted, log=reporter.info)
     the_plan = plan(repo, flavour_name, packages)
@@ -155,8 +160,6 @@ def build(repo: Repo, flavour_name: str, reporter: Reporter, jobs: int | None = 
         (staged.parent / "buildinfo.json").write_text(json.dumps(the_plan.inputs(), indent=1, sort_keys=True) + "\n")
         cache.publish(staged.parent, artefact)
         shutil.rmtree(work, ignore_errors=True)
-    step_audit(prefix, the_plan.flavour.audit, repo.out / "logs", reporter)
-    link_current(repo.out / "dist", prefix, flavour_name)
     return prefix
 
 
@@ -277,30 +280,3 @@ def make_relocatable(prefix: Path) -> None:
     python3 = bindir / "python3"
     if not python3.exists():
         python3.symlink_to("python3.14t")
-
-
-def step_audit(prefix: Path, policy: profiles.AuditPolicy, log_dir: Path, reporter: Reporter) -> list[audit.ElfReport]:
-    with reporter.phase("audit", str(prefix)):
-        reports = audit.audit_tree(prefix, policy)
-        audit.write_json(reports, log_dir / "audit.json")
-        audit.render(reports, reporter.console)
-        try:
-            audit.check(reports)
-        except AuditError:
-            reporter.info(f"full report: {log_dir / 'audit.json'}")
-            raise
-    return reports
-
-
-def link_current(dist_dir: Path, prefix: Path, flavour_name: str) -> None:
-    """out/dist/<flavour> and (for the default flavour) out/dist/current → the prefix."""
-    dist_dir.mkdir(parents=True, exist_ok=True)
-    names = [flavour_name] + (["current"] if flavour_name == "hardened" else [])
-    for name in names:
-        link = dist_dir / name
-        tmp = dist_dir / f".{name}.tmp"
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(prefix)
-        if link.is_dir() and not link.is_symlink():
-            shutil.rmtree(link)
-        os.replace(tmp, link)

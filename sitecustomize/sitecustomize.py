@@ -1,0 +1,36 @@
+"""PyIsolate's start-up hook, installed into the distribution's site-packages.
+
+Plain `python3.14t` stays a normal interpreter: this does nothing unless the process was
+started as a cell by a PyIsolate supervisor (PYISOLATE_CELL=1 in its environment). In a
+cell it runs before any other import of the cell's own code and prepares the process:
+  - closes every inherited file descriptor except stdin/stdout/stderr and the
+    supervisor channel named on the command line;
+  - sets a private umask.
+The kernel-guard work adds the process-wide base seccomp filter here.
+"""
+
+
+def _prepare_cell() -> None:
+    import os
+    import sys
+
+    keep = {0, 1, 2}
+    if len(sys.argv) >= 2 and sys.argv[-1].isdigit():
+        keep.add(int(sys.argv[-1]))
+    for fd in sorted(int(name) for name in os.listdir("/proc/self/fd") if name.isdigit()):
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    os.umask(0o077)
+
+
+def _main() -> None:
+    import os
+
+    if os.environ.get("PYISOLATE_CELL") == "1":
+        _prepare_cell()
+
+
+_main()

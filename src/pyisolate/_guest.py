@@ -1,0 +1,285 @@
+"""Source run INSIDE each sandbox interpreter, once, before any guest code.
+
+The cell never imports this module; it reads this file's text and executes it in the
+new sub-interpreter, so every object the guest can reach (post, the import gate, the
+audit hook) is defined inside the guest's own interpreter: nothing of the cell's or the
+supervisor's is reachable from it.
+
+It restricts the interpreter in this order:
+ 1. the C-level gate (cpython-patches/interp-sandbox-gate.patch), when the interpreter
+    has it: denied builtin/extension modules can never be created, code objects can
+    never be built from raw bytes;
+ 2. no bytecode from files: imports compile from source (a crafted .pyc is bytecode);
+ 3. an audit hook enforcing the policy's filesystem, network, process and module rules;
+ 4. post() and the runtime's entry points;
+ 5. builtins shrink-wrapped and `__import__` replaced by the policy's import gate.
+
+The hook keeps all its state in default arguments bound to C functions and immutable
+data: a guest that reaches the hook's frame or globals finds nothing it can change, and
+changing the hook's `__defaults__`/`__code__` raises an audit event the hook refuses.
+This Python layer is defence in depth; the kernel layers (seccomp, Landlock, eBPF) are
+what the security contract rests on.
+"""
+
+
+def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpose
+    import _imp
+    import builtins
+    import json
+    import posix
+    import sys
+
+    cfg = json.loads(config_json)
+    policy = cfg["policy"]
+    fd = cfg["fd"]
+    stdlib_root = cfg["stdlib"]
+    deny = tuple(policy["modules_deny"])
+    allow = tuple(policy["modules_allow"])
+    enabled_builtins = frozenset(policy["builtins_enable"])
+
+    # Modules the warm pool pre-imported that this policy denies are dropped.
+    for name in list(sys.modules):
+        if any(name == d or name.startswith(d + ".") for d in deny):
+            del sys.modules[name]
+
+    # 1. The C-level gate, when this build has it.
+    restrict = getattr(_imp, "_pyisolate_restrict", None)
+    if restrict is not None:
+        restrict(deny, forbid_code=True)
+
+    # 2. Imports compile from source; nothing reads or writes .pyc files from here on.
+    sys.dont_write_bytecode = True
+    sys.pycache_prefix = "/nonexistent/pyisolate-no-bytecode"
+
+    # 3. The audit hook.
+    def _norm(path, _isinstance=isinstance, _str=str, _bytes=bytes, _fspath=posix.fspath,
+              _getcwd=posix.getcwd, _fsdecode=bytes.decode):
+        """Lexically normalised absolute path (no symlink resolution: creating links is
+        refused, and the kernel layers check the real path)."""
+        path = _fspath(path)
+        if _isinstance(path, _bytes):
+            path = _fsdecode(path, "utf-8", "surrogateescape")
+        if not path.startswith("/"):
+            path = _getcwd() + "/" + path
+        parts = []
+        for part in path.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if parts:
+                    parts.pop()
+                continue
+            parts.append(part)
+        return "/" + "/".join(parts)
+
+    def _under(path, roots):
+        for root in roots:
+            if root == "/" or path == root or path.startswith(root + "/"):
+                return True
+        return False
+
+    read_roots = tuple(policy["fs_read"]) + tuple(policy["fs_write"]) + (stdlib_root,)
+    write_roots = tuple(policy["fs_write"])
+    connect_rules = tuple((h, p) for h, p in policy["net_connect"])
+    write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
+    read_events = frozenset({"os.listdir", "os.scandir", "glob.glob", "glob.glob/2", "os.chdir",
+                             "os.getxattr", "os.listxattr", "shutil.copyfile/src"})
+    write_events = frozenset({
+        "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
+        "os.rename", "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags", "os.lchmod",
+        "os.mkfifo", "os.mknod", "shutil.chown", "shutil.copymode", "shutil.copystat",
+        "shutil.copytree", "shutil.rmtree", "shutil.move", "shutil.make_archive",
+        "shutil.unpack_archive", "tempfile.mkstemp", "tempfile.mkdtemp", "os.truncate",
+    })
+    denied_events = frozenset({
+        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
+        "os.killpg", "os.startfile", "os.link", "os.symlink", "os.putenv", "os.unsetenv",
+        "subprocess.Popen", "pty.spawn", "socket.bind", "socket.sendto", "socket.sendmsg",
+        "code.__new__", "sys.setprofile", "sys.settrace",
+        "sys._setprofileallthreads", "sys._settraceallthreads", "sys.remote_exec",
+        "sys._current_frames", "sys._current_exceptions", "gc.get_objects", "gc.get_referrers",
+        "gc.get_referents", "mmap.__new__", "fcntl.ioctl", "fcntl.fcntl", "fcntl.flock",
+        "fcntl.lockf", "cpython.remove_audit_hook", "cpython._PySys_ClearAuditHooks",
+        "_interpreters.create", "os.setns", "os.unshare", "resource.setrlimit",
+        "resource.prlimit", "signal.pthread_kill", "sys.monitoring.register_callback",
+    })
+    net_events = frozenset({"socket.__new__", "socket.getaddrinfo", "socket.gethostbyname",
+                            "socket.gethostbyaddr", "socket.gethostname", "socket.getnameinfo",
+                            "socket.getservbyname", "socket.getservbyport", "socket.sethostname"})
+
+    def hook(event, args, *, _read=read_roots, _write=write_roots, _stdlib=(stdlib_root,),
+             _connect=connect_rules, _net=bool(connect_rules), _deny=deny, _wflags=write_flags,
+             _reads=read_events, _writes=write_events, _denied=denied_events, _nets=net_events,
+             _norm=_norm, _under=_under, _isinstance=isinstance, _int=int, _str=str,
+             _function=type(_norm), _tuple=tuple, _bytes=bytes, _hasattr=hasattr, _len=len,
+             _PermissionError=PermissionError):
+        if event == "open":
+            path, mode, flags = args
+            if _isinstance(path, _int):
+                if path <= 2:  # os.fdopen(0/1/2) and friends
+                    return
+                raise _PermissionError(f"sandbox: opening file descriptor {path} is not allowed")
+            p = _norm(path)
+            writing = bool(flags & _wflags) if _isinstance(flags, _int) else False
+            if _isinstance(mode, _str):
+                writing = writing or "w" in mode or "a" in mode or "x" in mode or "+" in mode
+            if writing:
+                if not _under(p, _write):
+                    raise _PermissionError(f"sandbox: writing {p} is not allowed by the policy")
+            elif not _under(p, _read):
+                raise _PermissionError(f"sandbox: reading {p} is not allowed by the policy")
+            elif p.endswith(".pyc") and not _under(p, _stdlib):
+                raise _PermissionError(f"sandbox: loading bytecode from {p} is not allowed")
+            return
+        if event == "import":
+            name = args[0]
+            for d in _deny:
+                if name == d or name.startswith(d + "."):
+                    raise _PermissionError(f"sandbox: import of {name!r} is not allowed by the policy")
+            return
+        if event in _denied or event.startswith("ctypes.") or event.startswith("cffi."):
+            raise _PermissionError(f"sandbox: {event} is not allowed")
+        if event in _writes:
+            for arg in args[:2]:
+                if _isinstance(arg, (_str, _bytes)) or _hasattr(arg, "__fspath__"):
+                    p = _norm(arg)
+                    if not _under(p, _write):
+                        raise _PermissionError(f"sandbox: {event} on {p} is not allowed by the policy")
+            return
+        if event in _reads:
+            if args and args[0] is not None and not _isinstance(args[0], _int):
+                p = _norm(args[0])
+                if not _under(p, _read):
+                    raise _PermissionError(f"sandbox: {event} on {p} is not allowed by the policy")
+            return
+        if event == "socket.connect":
+            address = args[1]
+            if _isinstance(address, _tuple) and _len(address) >= 2:
+                host, port = _str(address[0]), _str(address[1])
+                for rule_host, rule_port in _connect:
+                    if rule_host in ("*", host) and rule_port in ("*", port):
+                        return
+            raise _PermissionError(f"sandbox: connecting to {address!r} is not allowed by the policy")
+        if event in _nets:
+            if not _net:
+                raise _PermissionError(f"sandbox: {event} is not allowed (the policy grants no network)")
+            return
+        if event in ("object.__setattr__", "object.__delattr__") and _isinstance(args[0], _function):
+            raise _PermissionError(f"sandbox: changing {args[1]} of a function is not allowed")
+
+    sys.addaudithook(hook)
+
+    # 4. post() and the runtime's entry points, each with a lock shared by guest threads.
+    import _thread
+
+    def post(value, *, _dumps=json.dumps, _write=posix.write, _fd=fd, _lock=_thread.allocate_lock()):
+        """Send a plain-data value (JSON-compatible) to whoever holds this sandbox."""
+        try:
+            payload = _dumps({"k": "post", "v": value}, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"post() takes plain data (JSON-compatible): {exc}") from None
+        frame = len(payload).to_bytes(4, "big") + payload
+        with _lock:
+            view = memoryview(frame)
+            while view:
+                view = view[_write(_fd, view):]
+
+    def call(rid, target, args_json, *, _loads=json.loads, _dumps=json.dumps, _write=posix.write,
+             _fd=fd, _lock=post.__kwdefaults__["_lock"]):
+        module_name, _, attr = target.rpartition(".")
+        obj = __import__(module_name) if module_name else builtins
+        for part in module_name.split(".")[1:]:
+            obj = getattr(obj, part)
+        result = getattr(obj, attr)(*_loads(args_json))
+        try:
+            payload = _dumps({"k": "ret", "rid": rid, "v": result}, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{target}() returned {type(result).__name__}, which is not plain data: {exc}") from None
+        frame = len(payload).to_bytes(4, "big") + payload
+        with _lock:
+            view = memoryview(frame)
+            while view:
+                view = view[_write(_fd, view):]
+
+    def run(mode, target, argv, *, _exit_code=None):
+        """The pyisolate-python entry point: run a script, -c code, -m module or stdin,
+        and post the exit status the way python3 would compute it."""
+        main = sys.modules["__main__"]
+        sys.argv = list(argv)
+        code = 0
+        try:
+            try:
+                if mode == "module":
+                    import runpy
+
+                    sys.path.insert(0, posix.getcwd())
+                    runpy.run_module(target, run_name="__main__", alter_sys=True)
+                else:
+                    if mode == "file":
+                        with builtins.__dict__.get("open", _io_open)(target, "rb") as f:
+                            source = f.read()
+                        filename = target
+                        sys.path.insert(0, target.rpartition("/")[0] or ".")
+                        main.__file__ = target
+                    elif mode == "code":
+                        source, filename = target, "<string>"
+                        sys.path.insert(0, "")
+                    else:
+                        source, filename = sys.stdin.read(), "<stdin>"
+                        sys.path.insert(0, "")
+                    exec(compile(source, filename, "exec"), main.__dict__)
+            except SystemExit as exc:
+                if exc.code is None:
+                    code = 0
+                elif isinstance(exc.code, int):
+                    code = exc.code
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+        post({"exit": code})
+
+    import io as _io_module
+
+    _io_open = _io_module.open  # the launcher opens the script even when open() is removed
+
+    # 5. Builtins and the import gate.
+    real_import = builtins.__import__
+
+    def gated_import(name, globals=None, locals=None, fromlist=(), level=0, *, _real=real_import,
+                     _deny=deny, _allow=allow, _any="*" in allow, _stdlib=stdlib_root + "/",
+                     _ImportError=ImportError, _isinstance=isinstance, _any_of=any):
+        if level == 0:
+            for d in _deny:
+                if name == d or name.startswith(d + "."):
+                    raise _ImportError(f"import of {name!r} is not allowed by the sandbox policy", name=name)
+            importer = (globals or {}).get("__file__") or ""
+            from_stdlib = _isinstance(importer, str) and importer.startswith(_stdlib)
+            if not (_any or from_stdlib):
+                top = name.partition(".")[0]
+                if not _any_of(name == a or top == a or name.startswith(a + ".") for a in _allow):
+                    raise _ImportError(f"import of {name!r} is not in the sandbox policy's allow list", name=name)
+        return _real(name, globals, locals, fromlist, level)
+
+    for removed in ("open", "breakpoint", "help", "input", "exit", "quit", "copyright", "credits", "license"):
+        if removed not in enabled_builtins:
+            builtins.__dict__.pop(removed, None)
+    builtins.__import__ = gated_import
+    builtins.post = post
+    main = sys.modules["__main__"]
+    main.__pyisolate_call__ = call
+    main.__pyisolate_run__ = run
+
+
+__pyisolate_boot__(__pyisolate_config__)
+del __pyisolate_boot__, __pyisolate_config__

@@ -1,0 +1,50 @@
+"""pyisolate: the administration command.
+
+    pyisolate policy check FILE|NAME   validate a policy and explain what it grants
+    pyisolate policy list              the shipped policy templates
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import policy as policy_mod
+from .errors import PolicyError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyisolate", description="PyIsolate administration.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_policy = sub.add_parser("policy", help="work with sandbox policies")
+    policy_sub = p_policy.add_subparsers(dest="action", required=True)
+    p_check = policy_sub.add_parser(
+        "check",
+        help="validate a policy file (or template name) and explain it",
+        description=policy_mod.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_check.add_argument("policy", help="a policy file, or a template name (see `pyisolate policy list`)")
+    policy_sub.add_parser("list", help="list the shipped policy templates")
+    args = parser.parse_args(argv)
+
+    if args.command == "policy" and args.action == "list":
+        for path in sorted(policy_mod.TEMPLATES.glob("*.toml")):
+            pol = policy_mod.load(path)
+            print(f"{pol.name:18} {pol.description}")
+        return 0
+    if args.command == "policy" and args.action == "check":
+        try:
+            pol = policy_mod.load(args.policy)
+        except PolicyError as exc:
+            print(f"invalid policy: {exc}", file=sys.stderr)
+            return 1
+        print("valid")
+        print(pol.explain())
+        return 0
+    parser.error("unknown command")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""PyIsolate's exceptions: one shallow tree, each message naming what went wrong."""
+
+from __future__ import annotations
+
+
+class PyIsolateError(Exception):
+    """Base of every error PyIsolate raises on purpose."""
+
+
+class PolicyError(PyIsolateError):
+    """A policy file or object is invalid. `where` names the file, line and field."""
+
+    def __init__(self, where: str, problem: str):
+        self.where, self.problem = where, problem
+        super().__init__(f"{where}: {problem}")
+
+
+class SandboxError(PyIsolateError):
+    """Guest code raised an exception. Carries the guest's type name, message and
+    traceback text (strings only: no guest object ever crosses the boundary)."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "", sandbox: str = ""):
+        self.type_name, self.message, self.traceback, self.sandbox = type_name, message, traceback, sandbox
+        super().__init__(f"[{sandbox}] {type_name}: {message}" if sandbox else f"{type_name}: {message}")
+
+
+class SandboxTimeout(PyIsolateError, TimeoutError):
+    """Nothing arrived (recv) or the guest did not finish (exec/call) in time."""
+
+
+class SandboxClosed(PyIsolateError):
+    """The sandbox was closed, or its cell is gone."""
+
+
+class CellCrashed(SandboxClosed):
+    """The cell process hosting these sandboxes died. `status` is how it ended."""
+
+    def __init__(self, cell: str, sandboxes: list[str], status: str):
+        self.cell, self.sandboxes, self.status = cell, list(sandboxes), status
+        names = ", ".join(self.sandboxes) or "no sandboxes"
+        super().__init__(f"cell {cell} ({names}) ended: {status}")
+
+
+class ProtocolError(PyIsolateError):
+    """A peer sent a frame that breaks the protocol; the channel is closed."""

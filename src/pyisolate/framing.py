@@ -1,0 +1,98 @@
+"""The one framing module for supervisor ↔ cell traffic.
+
+A frame is a 4-byte big-endian length and that many payload bytes; a payload is one
+JSON object (plain data only: never pickle). `Channel.send_bytes`/`recv_bytes` move raw
+payloads; the sealed broker replaces exactly those two, so callers do not change.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+
+from .errors import ProtocolError
+
+MAX_FRAME = 16 << 20  # bytes of payload; larger frames close the channel
+_HEADER = struct.Struct(">I")
+
+
+def encode(message: dict) -> bytes:
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"message is not plain JSON data: {exc}") from exc
+
+
+def decode(payload: bytes) -> dict:
+    try:
+        message = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ProtocolError(f"frame must be a JSON object, found {type(message).__name__}")
+    return message
+
+
+class Channel:
+    """Frames over a connected stream socket. send() is thread-safe; recv() is meant for
+    one reader thread."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: dict) -> None:
+        self.send_bytes(encode(message))
+
+    def recv(self) -> dict | None:
+        """The next message, or None on a clean end of stream."""
+        payload = self.recv_bytes()
+        return None if payload is None else decode(payload)
+
+    def send_bytes(self, payload: bytes) -> None:
+        if len(payload) > MAX_FRAME:
+            raise ProtocolError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
+        with self._send_lock:
+            self.sock.sendall(_HEADER.pack(len(payload)) + payload)
+
+    def recv_bytes(self) -> bytes | None:
+        header = self._read_exact(_HEADER.size, allow_eof=True)
+        if header is None:
+            return None
+        (length,) = _HEADER.unpack(header)
+        if length > MAX_FRAME:
+            self.close()
+            raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME}")
+        return self._read_exact(length, allow_eof=False) or b""
+
+    def _read_exact(self, n: int, allow_eof: bool) -> bytes | None:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                k = self.sock.recv_into(view[got:])
+            except OSError:
+                k = 0
+            if k == 0:
+                if got == 0 and allow_eof:
+                    return None
+                self.close()
+                raise ProtocolError(f"stream ended inside a frame ({got} of {n} bytes)")
+            got += k
+        return bytes(buf)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()

@@ -1,0 +1,357 @@
+"""The supervisor: trusted, never runs guest code. It starts cells (worker processes of
+the distribution's interpreter), attaches the guards to each before letting it go, and
+talks to them through `framing.Channel`.
+
+Sandboxes of different tenants never share a cell; `isolation="process"` gives a sandbox
+a cell of its own. A cell that dies is reported to every caller waiting on it as
+`CellCrashed`, naming its sandboxes and how it ended; other cells keep serving.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+
+from . import framing, guards
+from . import policy as policy_mod
+from .errors import CellCrashed, PyIsolateError, SandboxClosed, SandboxError, SandboxTimeout
+
+DEFAULT_POOL = 2
+CELL_START_TIMEOUT = 30.0
+
+
+def default_python() -> str:
+    """The interpreter cells run on: $PYISOLATE_PYTHON, else this one if it is the
+    free-threaded distribution interpreter."""
+    if env := os.environ.get("PYISOLATE_PYTHON"):
+        return env
+    if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info[:2] >= (3, 14):
+        return sys.executable
+    raise PyIsolateError(
+        "cells need PyIsolate's free-threaded interpreter: run under out/dist/current/bin/python3, "
+        "or pass Supervisor(python=...) / set PYISOLATE_PYTHON"
+    )
+
+
+def describe_status(returncode: int | None) -> str:
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+class Cell:
+    """Supervisor-side handle of one cell process."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, supervisor: Supervisor, tenant: str, pool: int):
+        self.supervisor = supervisor
+        self.tenant = tenant
+        self.name = f"cell-{next(self._ids)}"
+        self.sandboxes: dict[str, Sandbox] = {}
+        self.pending: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.dead: CellCrashed | None = None
+        self._rids = itertools.count(1)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.channel = framing.Channel(ours)
+        self.proc = subprocess.Popen(
+            [supervisor.python, "-I", "-B", "-m", "pyisolate.cell", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env={**supervisor.cell_env, "PYISOLATE_CELL": "1"},
+            stdin=supervisor.stdin, stdout=supervisor.stdout, stderr=supervisor.stderr,
+        )
+        theirs.close()
+        hello_box: queue.SimpleQueue = queue.SimpleQueue()
+        self._hello = hello_box
+        threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True).start()
+        try:
+            self.hello = hello_box.get(timeout=CELL_START_TIMEOUT)
+        except queue.Empty:
+            self.kill()
+            raise PyIsolateError(f"{self.name} did not start within {CELL_START_TIMEOUT}s") from None
+        if self.hello is None:
+            raise self.dead or PyIsolateError(f"{self.name} ended during start-up")
+        # Guards first, then go: the cell refuses to run anything before "go".
+        self.guards = guards.attach(self)
+        self.guards_attached_at = time.monotonic()
+        self.request({"op": "go", "pool": pool}, timeout=CELL_START_TIMEOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        first = True
+        try:
+            while True:
+                message = self.channel.recv()
+                if message is None:
+                    break
+                if first:
+                    first = False
+                    self._hello.put(message)
+                    continue
+                if message.get("op") == "post":
+                    sandbox = self.sandboxes.get(message.get("sb"))
+                    if sandbox is not None:
+                        sandbox._inbox.put(message.get("v"))
+                    continue
+                with self.lock:
+                    future = self.pending.pop(message.get("id"), None)
+                if future is not None:
+                    future.set_result(message)
+        except (PyIsolateError, OSError):
+            pass
+        self._died()
+        if first:
+            self._hello.put(None)
+
+    def _died(self) -> None:
+        try:
+            returncode = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            returncode = self.proc.wait()
+        with self.lock:
+            self.dead = CellCrashed(self.name, list(self.sandboxes), describe_status(returncode))
+            pending, self.pending = self.pending, {}
+        for future in pending.values():
+            future.set_exception(self.dead)
+        for sandbox in list(self.sandboxes.values()):
+            sandbox._inbox.put(self.dead)
+        self.channel.close()
+        self.supervisor._cell_ended(self)
+
+    def submit(self, message: dict) -> Future:
+        future: Future = Future()
+        with self.lock:
+            if self.dead is not None:
+                raise self.dead
+            rid = next(self._rids)
+            message["id"] = rid
+            self.pending[rid] = future
+        try:
+            self.channel.send(message)
+        except OSError:
+            with self.lock:
+                self.pending.pop(rid, None)
+            raise self.dead or CellCrashed(self.name, list(self.sandboxes), "channel closed") from None
+        return future
+
+    def request(self, message: dict, timeout: float | None = None, sandbox: str = "") -> object:
+        future = self.submit(message)
+        try:
+            reply = future.result(timeout)
+        except FutureTimeout:
+            raise SandboxTimeout(
+                f"{sandbox or self.name}: no answer to {message['op']} within {timeout}s "
+                "(the guest may still be running; close the sandbox to stop waiting for it)"
+            ) from None
+        if not reply.get("ok"):
+            err = reply.get("error") or {}
+            raise SandboxError(str(err.get("type")), str(err.get("msg", "")), str(err.get("tb", "")), sandbox)
+        return reply.get("v")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class Sandbox:
+    """One isolated sub-interpreter on its own thread inside a cell."""
+
+    def __init__(self, cell: Cell, name: str, policy: policy_mod.Policy, tmpdir: str | None, owner=None):
+        self.cell, self.name, self.policy = cell, name, policy
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._tmpdir = tmpdir
+        self._owner = owner  # a private Supervisor that spawn() made for this sandbox
+        self.closed = False
+        self.spawn_info: dict = {}
+
+    def _check(self) -> None:
+        if self.cell.dead is not None:
+            raise self.cell.dead
+        if self.closed:
+            raise SandboxClosed(f"sandbox {self.name} is closed")
+
+    def exec(self, code: str, timeout: float | None = None) -> None:
+        """Run source code in the sandbox's __main__."""
+        self._check()
+        self.cell.request({"op": "exec", "sb": self.name, "code": code}, self._timeout(timeout), self.name)
+
+    def call(self, target: str, *args, timeout: float | None = None):
+        """Call `module.function` (importable in the sandbox) with plain-data args and
+        return its plain-data result."""
+        self._check()
+        return self.cell.request(
+            {"op": "call", "sb": self.name, "target": target, "args": list(args)}, self._timeout(timeout), self.name
+        )
+
+    def recv(self, timeout: float | None = None):
+        """The next value the guest passed to post()."""
+        try:
+            value = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise SandboxTimeout(f"{self.name}: nothing posted within {timeout}s") from None
+        if isinstance(value, CellCrashed):
+            self._inbox.put(value)
+            raise value
+        return value
+
+    def run(self, mode: str, target: str, argv: list[str]) -> None:
+        """Start a script/-c/-m/stdin run (the launcher's entry point); its exit status
+        arrives as a posted {"exit": code}."""
+        self._check()
+        self.cell.submit({"op": "run", "sb": self.name, "mode": mode, "target": target, "argv": argv})
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return timeout if timeout is not None else self.policy.limits.wall_time
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if self.cell.dead is None:
+                self.cell.request({"op": "close", "sb": self.name}, timeout=10, sandbox=self.name)
+        except PyIsolateError:
+            pass
+        finally:
+            self.cell.sandboxes.pop(self.name, None)
+            if self._tmpdir:
+                _rmtree(self._tmpdir)
+            if self._owner is not None:
+                self._owner.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.name} policy={self.policy.name} {self.cell.name} pid={self.cell.pid}>"
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Supervisor:
+    """Starts and owns cells; hands out sandboxes. Use as a context manager."""
+
+    def __init__(self, python: str | None = None, pool: int = DEFAULT_POOL, *,
+                 stdin=subprocess.DEVNULL, stdout=None, stderr=None, max_sandboxes_per_cell: int = 64):
+        self.python = python or default_python()
+        self.pool = pool
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.max_per_cell = max_sandboxes_per_cell
+        self.cells: list[Cell] = []
+        self.lock = threading.Lock()
+        self.cell_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
+        self._names = itertools.count(1)
+        self.closed = False
+
+    def _cell_for(self, tenant: str, isolation: str) -> Cell:
+        with self.lock:
+            if isolation == "thread":
+                for cell in self.cells:
+                    if (cell.tenant == tenant and cell.dead is None and not getattr(cell, "exclusive", False)
+                            and len(cell.sandboxes) < self.max_per_cell):
+                        return cell
+        cell = Cell(self, tenant, self.pool if isolation == "thread" else 0)
+        cell.exclusive = isolation == "process"
+        with self.lock:
+            self.cells.append(cell)
+        return cell
+
+    def spawn(self, name: str | None = None, policy: str | Path | policy_mod.Policy = "stdlib-readonly", *,
+              tenant: str = "default", isolation: str = "thread", script_dir: str | None = None,
+              timeout: float | None = None, _owner=None) -> Sandbox:
+        """Create a sandbox. `policy` is a Policy, a policy file or a template name."""
+        if self.closed:
+            raise SandboxClosed("supervisor is closed")
+        if isolation not in ("thread", "process"):
+            raise ValueError("isolation must be 'thread' or 'process'")
+        pol = policy if isinstance(policy, policy_mod.Policy) else policy_mod.load(policy)
+        name = name or f"sandbox-{next(self._names)}"
+        cell = self._cell_for(tenant, isolation)
+        if name in cell.sandboxes:
+            raise ValueError(f"a sandbox named {name!r} already exists in {cell.name}")
+        tmpdir = tempfile.mkdtemp(prefix=f"pyisolate-{name}-") if any(
+            "{tmp}" in p for p in pol.fs_read + pol.fs_write) else None
+        values = {"stdlib": cell.hello["stdlib"], "cwd": os.getcwd()}
+        if tmpdir:
+            values["tmp"] = tmpdir
+        if script_dir:
+            values["script_dir"] = script_dir
+        resolved = pol.resolve(**values)
+        sandbox = Sandbox(cell, name, resolved, tmpdir, _owner)
+        cell.sandboxes[name] = sandbox
+        try:
+            sandbox.spawn_info = cell.request(
+                {"op": "create", "sb": name, "policy": resolved.to_wire()}, timeout or 60, name
+            )
+        except BaseException:
+            cell.sandboxes.pop(name, None)
+            if tmpdir:
+                _rmtree(tmpdir)
+            raise
+        return sandbox
+
+    def _cell_ended(self, cell: Cell) -> None:
+        with self.lock:
+            if cell in self.cells:
+                self.cells.remove(cell)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for cell in list(self.cells):
+            for sandbox in list(cell.sandboxes.values()):
+                if sandbox._tmpdir:
+                    _rmtree(sandbox._tmpdir)
+            cell.channel.close()
+            try:
+                cell.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                cell.kill()
+                cell.proc.wait()
+
+    def __enter__(self) -> Supervisor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def spawn(name: str | None = None, policy: str | Path | policy_mod.Policy = "stdlib-readonly", **kwargs) -> Sandbox:
+    """One sandbox with a private supervisor; closing the sandbox closes both."""
+    python = kwargs.pop("python", None)
+    supervisor = Supervisor(python=python, pool=kwargs.pop("pool", 0))
+    try:
+        return supervisor.spawn(name, policy, _owner=supervisor, **kwargs)
+    except BaseException:
+        supervisor.close()
+        raise
