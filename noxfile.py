@@ -62,8 +62,9 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     install(session, "lint")
-    session.run("ruff", "check", "build", "tests", "demo", "noxfile.py")
-    session.run("ruff", "format", "--check", "build", "tests", "demo", "noxfile.py")
+    paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 # --- distribution ------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def _prepare_cell() -> None:
 def _main() -> None:
     import os
 
-    if os.environ.get("PYISOLATE_CELL") == "1":
+    # Popped at once: sub-interpreters re-run site (and so this hook) and share the
+    # process environment; only the process's first interpreter prepares the cell.
+    if os.environ.pop("PYISOLATE_CELL", None) == "1":
         _prepare_cell()
 
 

@@ -36,3 +36,22 @@ def dist() -> Path:
 @pytest.fixture(scope="session")
 def python(dist: Path) -> Path:
     return dist / "bin" / "python3.14t"
+
+
+@pytest.fixture(scope="session")
+def cell_python(python: Path) -> str:
+    """Cells run on the built interpreter, with the runtime installed in it."""
+    need(
+        (python.parent.parent / "lib" / "python3.14t" / "site-packages" / "pyisolate" / "cell.py").is_file(),
+        "the distribution has no pyisolate runtime; run `./dev dist`",
+    )
+    os.environ["PYISOLATE_PYTHON"] = str(python)
+    return str(python)
+
+
+@pytest.fixture
+def supervisor(cell_python):
+    from pyisolate import Supervisor
+
+    with Supervisor(python=cell_python, pool=1) as sup:
+        yield sup

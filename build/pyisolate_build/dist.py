@@ -65,8 +65,9 @@ def overlay(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
         # with the cached CPython artefact costs no space and takes a second.
         shutil.copytree(base, staged, symlinks=True, copy_function=os.link)
         site = staged / "lib" / "python3.14t" / "site-packages"
-        shutil.copytree(repo.root / "src" / "pyisolate", site / "pyisolate",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            repo.root / "src" / "pyisolate", site / "pyisolate", ignore=shutil.ignore_patterns("__pycache__")
+        )
         shutil.copy(repo.root / "sitecustomize" / "sitecustomize.py", site / "sitecustomize.py")
         for entry, module in ENTRY_POINTS.items():
             path = staged / "bin" / entry
@@ -74,9 +75,20 @@ def overlay(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
             path.chmod(0o755)
         # Bytecode now, so cells (run with -B) never compile the runtime at start-up.
         proc = subprocess.run(
-            [str(staged / "bin" / "python3.14t"), "-I", "-m", "compileall", "-q", "-j0",
-             "--invalidation-mode", "checked-hash", str(site / "pyisolate"), str(site / "sitecustomize.py")],
-            capture_output=True, text=True,
+            [
+                str(staged / "bin" / "python3.14t"),
+                "-I",
+                "-m",
+                "compileall",
+                "-q",
+                "-j0",
+                "--invalidation-mode",
+                "checked-hash",
+                str(site / "pyisolate"),
+                str(site / "sitecustomize.py"),
+            ],
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise BuildError(f"compiling the runtime failed:\n{proc.stdout}{proc.stderr}")

@@ -22,7 +22,7 @@ what the security contract rests on.
 """
 
 
-def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpose
+def __pyisolate_boot__(config_json):
     import _imp
     import builtins
     import json
@@ -52,8 +52,15 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
     sys.pycache_prefix = "/nonexistent/pyisolate-no-bytecode"
 
     # 3. The audit hook.
-    def _norm(path, _isinstance=isinstance, _str=str, _bytes=bytes, _fspath=posix.fspath,
-              _getcwd=posix.getcwd, _fsdecode=bytes.decode):
+    def _norm(
+        path,
+        _isinstance=isinstance,
+        _str=str,
+        _bytes=bytes,
+        _fspath=posix.fspath,
+        _getcwd=posix.getcwd,
+        _fsdecode=bytes.decode,
+    ):
         """Lexically normalised absolute path (no symlink resolution: creating links is
         refused, and the kernel layers check the real path)."""
         path = _fspath(path)
@@ -82,37 +89,136 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
     write_roots = tuple(policy["fs_write"])
     connect_rules = tuple((h, p) for h, p in policy["net_connect"])
     write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
-    read_events = frozenset({"os.listdir", "os.scandir", "glob.glob", "glob.glob/2", "os.chdir",
-                             "os.getxattr", "os.listxattr", "shutil.copyfile/src"})
-    write_events = frozenset({
-        "os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate", "os.utime",
-        "os.rename", "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags", "os.lchmod",
-        "os.mkfifo", "os.mknod", "shutil.chown", "shutil.copymode", "shutil.copystat",
-        "shutil.copytree", "shutil.rmtree", "shutil.move", "shutil.make_archive",
-        "shutil.unpack_archive", "tempfile.mkstemp", "tempfile.mkdtemp", "os.truncate",
-    })
-    denied_events = frozenset({
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
-        "os.killpg", "os.startfile", "os.link", "os.symlink", "os.putenv", "os.unsetenv",
-        "subprocess.Popen", "pty.spawn", "socket.bind", "socket.sendto", "socket.sendmsg",
-        "code.__new__", "sys.setprofile", "sys.settrace",
-        "sys._setprofileallthreads", "sys._settraceallthreads", "sys.remote_exec",
-        "sys._current_frames", "sys._current_exceptions", "gc.get_objects", "gc.get_referrers",
-        "gc.get_referents", "mmap.__new__", "fcntl.ioctl", "fcntl.fcntl", "fcntl.flock",
-        "fcntl.lockf", "cpython.remove_audit_hook", "cpython._PySys_ClearAuditHooks",
-        "_interpreters.create", "os.setns", "os.unshare", "resource.setrlimit",
-        "resource.prlimit", "signal.pthread_kill", "sys.monitoring.register_callback",
-    })
-    net_events = frozenset({"socket.__new__", "socket.getaddrinfo", "socket.gethostbyname",
-                            "socket.gethostbyaddr", "socket.gethostname", "socket.getnameinfo",
-                            "socket.getservbyname", "socket.getservbyport", "socket.sethostname"})
+    read_events = frozenset(
+        {
+            "os.listdir",
+            "os.scandir",
+            "glob.glob",
+            "glob.glob/2",
+            "os.chdir",
+            "os.getxattr",
+            "os.listxattr",
+            "shutil.copyfile/src",
+        }
+    )
+    write_events = frozenset(
+        {
+            "os.remove",
+            "os.rmdir",
+            "os.mkdir",
+            "os.chmod",
+            "os.chown",
+            "os.truncate",
+            "os.utime",
+            "os.rename",
+            "os.setxattr",
+            "os.removexattr",
+            "os.chflags",
+            "os.lchflags",
+            "os.lchmod",
+            "os.mkfifo",
+            "os.mknod",
+            "shutil.chown",
+            "shutil.copymode",
+            "shutil.copystat",
+            "shutil.copytree",
+            "shutil.rmtree",
+            "shutil.move",
+            "shutil.make_archive",
+            "shutil.unpack_archive",
+            "tempfile.mkstemp",
+            "tempfile.mkdtemp",
+        }
+    )
+    denied_events = frozenset(
+        {
+            "os.system",
+            "os.exec",
+            "os.posix_spawn",
+            "os.spawn",
+            "os.fork",
+            "os.forkpty",
+            "os.kill",
+            "os.killpg",
+            "os.startfile",
+            "os.link",
+            "os.symlink",
+            "os.putenv",
+            "os.unsetenv",
+            "subprocess.Popen",
+            "pty.spawn",
+            "socket.bind",
+            "socket.sendto",
+            "socket.sendmsg",
+            "code.__new__",
+            "sys.setprofile",
+            "sys.settrace",
+            "sys._setprofileallthreads",
+            "sys._settraceallthreads",
+            "sys.remote_exec",
+            "sys._current_frames",
+            "sys._current_exceptions",
+            "gc.get_objects",
+            "gc.get_referrers",
+            "gc.get_referents",
+            "mmap.__new__",
+            "fcntl.ioctl",
+            "fcntl.fcntl",
+            "fcntl.flock",
+            "fcntl.lockf",
+            "cpython.remove_audit_hook",
+            "cpython._PySys_ClearAuditHooks",
+            "_interpreters.create",
+            "os.setns",
+            "os.unshare",
+            "resource.setrlimit",
+            "resource.prlimit",
+            "signal.pthread_kill",
+            "sys.monitoring.register_callback",
+        }
+    )
+    net_events = frozenset(
+        {
+            "socket.__new__",
+            "socket.getaddrinfo",
+            "socket.gethostbyname",
+            "socket.gethostbyaddr",
+            "socket.gethostname",
+            "socket.getnameinfo",
+            "socket.getservbyname",
+            "socket.getservbyport",
+            "socket.sethostname",
+        }
+    )
 
-    def hook(event, args, *, _read=read_roots, _write=write_roots, _stdlib=(stdlib_root,),
-             _connect=connect_rules, _net=bool(connect_rules), _deny=deny, _wflags=write_flags,
-             _reads=read_events, _writes=write_events, _denied=denied_events, _nets=net_events,
-             _norm=_norm, _under=_under, _isinstance=isinstance, _int=int, _str=str,
-             _function=type(_norm), _tuple=tuple, _bytes=bytes, _hasattr=hasattr, _len=len,
-             _PermissionError=PermissionError):
+    def hook(
+        event,
+        args,
+        *,
+        _read=read_roots,
+        _write=write_roots,
+        _stdlib=(stdlib_root,),
+        _connect=connect_rules,
+        _net=bool(connect_rules),
+        _deny=deny,
+        _wflags=write_flags,
+        _reads=read_events,
+        _writes=write_events,
+        _denied=denied_events,
+        _nets=net_events,
+        _norm=_norm,
+        _under=_under,
+        _isinstance=isinstance,
+        _int=int,
+        _str=str,
+        _function=type(_norm),
+        _tuple=tuple,
+        _bytes=bytes,
+        _hasattr=hasattr,
+        _len=len,
+        _no_ctypes=bool({"ctypes", "_ctypes", "cffi"} & set(deny)),
+        _PermissionError=PermissionError,
+    ):
         if event == "open":
             path, mode, flags = args
             if _isinstance(path, _int):
@@ -137,7 +243,7 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
                 if name == d or name.startswith(d + "."):
                     raise _PermissionError(f"sandbox: import of {name!r} is not allowed by the policy")
             return
-        if event in _denied or event.startswith("ctypes.") or event.startswith("cffi."):
+        if event in _denied or (_no_ctypes and (event.startswith("ctypes.") or event.startswith("cffi."))):
             raise _PermissionError(f"sandbox: {event} is not allowed")
         if event in _writes:
             for arg in args[:2]:
@@ -182,10 +288,19 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
         with _lock:
             view = memoryview(frame)
             while view:
-                view = view[_write(_fd, view):]
+                view = view[_write(_fd, view) :]
 
-    def call(rid, target, args_json, *, _loads=json.loads, _dumps=json.dumps, _write=posix.write,
-             _fd=fd, _lock=post.__kwdefaults__["_lock"]):
+    def call(
+        rid,
+        target,
+        args_json,
+        *,
+        _loads=json.loads,
+        _dumps=json.dumps,
+        _write=posix.write,
+        _fd=fd,
+        _lock=post.__kwdefaults__["_lock"],
+    ):
         module_name, _, attr = target.rpartition(".")
         obj = __import__(module_name) if module_name else builtins
         for part in module_name.split(".")[1:]:
@@ -199,7 +314,7 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
         with _lock:
             view = memoryview(frame)
             while view:
-                view = view[_write(_fd, view):]
+                view = view[_write(_fd, view) :]
 
     def run(mode, target, argv, *, _exit_code=None):
         """The pyisolate-python entry point: run a script, -c code, -m module or stdin,
@@ -236,10 +351,11 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
                 else:
                     print(exc.code, file=sys.stderr)
                     code = 1
-            except BaseException:
+            except BaseException as exc:
                 import traceback
 
-                traceback.print_exc()
+                # Drop this runner's own frame: the traceback reads as python3's would.
+                traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
                 code = 1
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -256,9 +372,22 @@ def __pyisolate_boot__(config_json):  # noqa: C901 - one linear set-up, on purpo
     # 5. Builtins and the import gate.
     real_import = builtins.__import__
 
-    def gated_import(name, globals=None, locals=None, fromlist=(), level=0, *, _real=real_import,
-                     _deny=deny, _allow=allow, _any="*" in allow, _stdlib=stdlib_root + "/",
-                     _ImportError=ImportError, _isinstance=isinstance, _any_of=any):
+    def gated_import(
+        name,
+        globals=None,
+        locals=None,
+        fromlist=(),
+        level=0,
+        *,
+        _real=real_import,
+        _deny=deny,
+        _allow=allow,
+        _any="*" in allow,
+        _stdlib=stdlib_root + "/",
+        _ImportError=ImportError,
+        _isinstance=isinstance,
+        _any_of=any,
+    ):
         if level == 0:
             for d in _deny:
                 if name == d or name.startswith(d + "."):

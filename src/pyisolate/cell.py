@@ -12,7 +12,6 @@ ever crosses into the cell's own interpreter.
 
 from __future__ import annotations
 
-import _interpreters
 import json
 import os
 import queue
@@ -22,6 +21,8 @@ import sysconfig
 import threading
 import time
 from pathlib import Path
+
+import _interpreters
 
 from . import framing
 from .errors import ProtocolError
@@ -38,8 +39,11 @@ MAX_GUEST_FRAME = 16 << 20
 
 def _excinfo(info) -> dict:
     type_name = getattr(getattr(info, "type", None), "__name__", None) or "Exception"
-    return {"type": type_name, "msg": str(getattr(info, "msg", "") or ""),
-            "tb": str(getattr(info, "errdisplay", "") or getattr(info, "formatted", "") or "")}
+    return {
+        "type": type_name,
+        "msg": str(getattr(info, "msg", "") or ""),
+        "tb": str(getattr(info, "errdisplay", "") or getattr(info, "formatted", "") or ""),
+    }
 
 
 class Pool:
@@ -177,8 +181,16 @@ class Cell:
             self.first_code_at = time.monotonic()
 
     def serve(self) -> None:
-        self.send({"op": "hello", "pid": os.getpid(), "stdlib": self.stdlib, "prefix": sys.prefix,
-                   "version": sys.version, "c_gate": hasattr(__import__("_imp"), "_pyisolate_restrict")})
+        self.send(
+            {
+                "op": "hello",
+                "pid": os.getpid(),
+                "stdlib": self.stdlib,
+                "prefix": sys.prefix,
+                "version": sys.version,
+                "c_gate": hasattr(__import__("_imp"), "_pyisolate_restrict"),
+            }
+        )
         while True:
             message = self.channel.recv()
             if message is None:
@@ -220,8 +232,18 @@ class Cell:
                 body = ""
             sandbox.requests.put((rid, op, body))
         elif op == "stats":
-            self.send({"id": rid, "ok": True, "v": {"go_at": self.go_at, "first_code_at": self.first_code_at,
-                                                    "sandboxes": sorted(self.sandboxes), "pid": os.getpid()}})
+            self.send(
+                {
+                    "id": rid,
+                    "ok": True,
+                    "v": {
+                        "go_at": self.go_at,
+                        "first_code_at": self.first_code_at,
+                        "sandboxes": sorted(self.sandboxes),
+                        "pid": os.getpid(),
+                    },
+                }
+            )
         elif op == "exit":
             self.send({"id": rid, "ok": True, "v": None})
             os._exit(0)
@@ -234,7 +256,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pyisolate.cell FD (started by the supervisor)", file=sys.stderr)
         return 2
     Cell(int(argv[1])).serve()
-    return 0
+    # The supervisor hung up. Sandbox threads may still be inside guest code, so skip
+    # interpreter finalisation (which would wait for them, or warn about them).
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

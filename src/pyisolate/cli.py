@@ -1,7 +1,7 @@
 """pyisolate: the administration command.
 
-    pyisolate policy check FILE|NAME   validate a policy and explain what it grants
-    pyisolate policy list              the shipped policy templates
+pyisolate policy check FILE|NAME   validate a policy and explain what it grants
+pyisolate policy list              the shipped policy templates
 """
 
 from __future__ import annotations

@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if mode == "file":
         target = os.path.abspath(target)
         if not os.path.isfile(target):
-            print(f"pyisolate-python: can't open file {target!r}: [Errno 2] No such file or directory",
-                  file=sys.stderr)
+            print(f"pyisolate-python: can't open file {target!r}: [Errno 2] No such file or directory", file=sys.stderr)
             return 2
         script_dir = os.path.dirname(target)
     try:

@@ -76,7 +76,9 @@ class Cell:
             [supervisor.python, "-I", "-B", "-m", "pyisolate.cell", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             env={**supervisor.cell_env, "PYISOLATE_CELL": "1"},
-            stdin=supervisor.stdin, stdout=supervisor.stdout, stderr=supervisor.stderr,
+            stdin=supervisor.stdin,
+            stdout=supervisor.stdout,
+            stderr=supervisor.stderr,
         )
         theirs.close()
         hello_box: queue.SimpleQueue = queue.SimpleQueue()
@@ -260,8 +262,16 @@ def _rmtree(path: str) -> None:
 class Supervisor:
     """Starts and owns cells; hands out sandboxes. Use as a context manager."""
 
-    def __init__(self, python: str | None = None, pool: int = DEFAULT_POOL, *,
-                 stdin=subprocess.DEVNULL, stdout=None, stderr=None, max_sandboxes_per_cell: int = 64):
+    def __init__(
+        self,
+        python: str | None = None,
+        pool: int = DEFAULT_POOL,
+        *,
+        stdin=subprocess.DEVNULL,
+        stdout=None,
+        stderr=None,
+        max_sandboxes_per_cell: int = 64,
+    ):
         self.python = python or default_python()
         self.pool = pool
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
@@ -276,8 +286,12 @@ class Supervisor:
         with self.lock:
             if isolation == "thread":
                 for cell in self.cells:
-                    if (cell.tenant == tenant and cell.dead is None and not getattr(cell, "exclusive", False)
-                            and len(cell.sandboxes) < self.max_per_cell):
+                    if (
+                        cell.tenant == tenant
+                        and cell.dead is None
+                        and not getattr(cell, "exclusive", False)
+                        and len(cell.sandboxes) < self.max_per_cell
+                    ):
                         return cell
         cell = Cell(self, tenant, self.pool if isolation == "thread" else 0)
         cell.exclusive = isolation == "process"
@@ -285,9 +299,17 @@ class Supervisor:
             self.cells.append(cell)
         return cell
 
-    def spawn(self, name: str | None = None, policy: str | Path | policy_mod.Policy = "stdlib-readonly", *,
-              tenant: str = "default", isolation: str = "thread", script_dir: str | None = None,
-              timeout: float | None = None, _owner=None) -> Sandbox:
+    def spawn(
+        self,
+        name: str | None = None,
+        policy: str | Path | policy_mod.Policy = "stdlib-readonly",
+        *,
+        tenant: str = "default",
+        isolation: str = "thread",
+        script_dir: str | None = None,
+        timeout: float | None = None,
+        _owner=None,
+    ) -> Sandbox:
         """Create a sandbox. `policy` is a Policy, a policy file or a template name."""
         if self.closed:
             raise SandboxClosed("supervisor is closed")
@@ -298,8 +320,11 @@ class Supervisor:
         cell = self._cell_for(tenant, isolation)
         if name in cell.sandboxes:
             raise ValueError(f"a sandbox named {name!r} already exists in {cell.name}")
-        tmpdir = tempfile.mkdtemp(prefix=f"pyisolate-{name}-") if any(
-            "{tmp}" in p for p in pol.fs_read + pol.fs_write) else None
+        tmpdir = (
+            tempfile.mkdtemp(prefix=f"pyisolate-{name}-")
+            if any("{tmp}" in p for p in pol.fs_read + pol.fs_write)
+            else None
+        )
         values = {"stdlib": cell.hello["stdlib"], "cwd": os.getcwd()}
         if tmpdir:
             values["tmp"] = tmpdir
