@@ -369,6 +369,12 @@ def __pyisolate_boot__(config_json):
 
     _io_open = _io_module.open  # the launcher opens the script even when open() is removed
 
+    # The sandbox's private temporary directory, when the policy gives it one.
+    if cfg.get("tmp"):
+        import tempfile
+
+        tempfile.tempdir = cfg["tmp"]
+
     # 5. Builtins and the import gate.
     real_import = builtins.__import__
 

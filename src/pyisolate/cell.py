@@ -32,7 +32,7 @@ GUEST_SOURCE = (Path(__file__).with_name("_guest.py")).read_text(encoding="utf-8
 # bytecode); the boot drops whichever of them a policy denies.
 PRELOAD = (
     "import json, re, math, collections, functools, itertools, operator, statistics, "
-    "traceback, linecache, io, random, datetime, typing, dataclasses, enum, textwrap"
+    "traceback, linecache, io, random, datetime, typing, dataclasses, enum, textwrap, tempfile"
 )
 MAX_GUEST_FRAME = 16 << 20
 
@@ -83,7 +83,7 @@ class Pool:
 
 
 class CellSandbox:
-    def __init__(self, cell: Cell, name: str, iid: int, policy: dict):
+    def __init__(self, cell: Cell, name: str, iid: int, policy: dict, tmp: str | None = None):
         self.cell, self.name, self.iid = cell, name, iid
         self.cell_end, self.guest_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.channel = framing.Channel(self.cell_end)
@@ -91,7 +91,7 @@ class CellSandbox:
         self.results: dict[int, object] = {}
         self.ends: dict[int, threading.Event] = {}
         self.broken = ""
-        config = json.dumps({"fd": self.guest_end.fileno(), "policy": policy, "stdlib": cell.stdlib})
+        config = json.dumps({"fd": self.guest_end.fileno(), "policy": policy, "stdlib": cell.stdlib, "tmp": tmp})
         _interpreters.set___main___attrs(iid, {"__pyisolate_config__": config})
         info = _interpreters.exec(iid, cell.guest_code)
         if info is not None:
@@ -216,7 +216,7 @@ class Cell:
                 raise ValueError(f"sandbox {name!r} already exists in this cell")
             t0 = time.perf_counter()
             iid, warm = self.pool.take()
-            self.sandboxes[name] = CellSandbox(self, name, iid, message["policy"])
+            self.sandboxes[name] = CellSandbox(self, name, iid, message["policy"], message.get("tmp"))
             self.send({"id": rid, "ok": True, "v": {"warm": warm, "seconds": time.perf_counter() - t0}})
         elif op in ("exec", "call", "run", "close"):
             sandbox = self.sandboxes.get(message.get("sb"))

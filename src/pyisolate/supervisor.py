@@ -335,7 +335,7 @@ class Supervisor:
         cell.sandboxes[name] = sandbox
         try:
             sandbox.spawn_info = cell.request(
-                {"op": "create", "sb": name, "policy": resolved.to_wire()}, timeout or 60, name
+                {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir}, timeout or 60, name
             )
         except BaseException:
             cell.sandboxes.pop(name, None)
