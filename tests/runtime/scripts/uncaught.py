@@ -1,0 +1,10 @@
+def inner(x):
+    return {"a": 1}[x]
+
+
+def outer():
+    return inner("missing")
+
+
+print("before")
+outer()
