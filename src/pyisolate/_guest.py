@@ -11,7 +11,9 @@ It restricts the interpreter in this order:
     never be built from raw bytes;
  2. no bytecode from files: imports compile from source (a crafted .pyc is bytecode);
  3. an audit hook enforcing the policy's filesystem, network, process and module rules;
- 4. post() and the runtime's entry points;
+ 4. post(), and the loop that serves the supervisor's requests (exec, call, run) over
+    the sandbox's own socket: the sandbox's thread stays inside its interpreter, so a
+    request costs a socket round trip, not an interpreter switch;
  5. builtins shrink-wrapped and `__import__` replaced by the policy's import gate.
 
 The hook keeps all its state in default arguments bound to C functions and immutable
@@ -85,8 +87,20 @@ def __pyisolate_boot__(config_json):
                 return True
         return False
 
-    read_roots = tuple(policy["fs_read"]) + tuple(policy["fs_write"]) + (stdlib_root,)
-    write_roots = tuple(policy["fs_write"])
+    def both_forms(paths):
+        # Each root as written and with symlinks resolved: the hook compares lexically.
+        import os.path
+
+        out = []
+        for path in paths:
+            for form in (_norm(path), os.path.realpath(path)):
+                if form not in out:
+                    out.append(form)
+        return tuple(out)
+
+    stdlib_roots = both_forms([stdlib_root])
+    read_roots = both_forms(list(policy["fs_read"]) + list(policy["fs_write"]) + [stdlib_root])
+    write_roots = both_forms(policy["fs_write"])
     connect_rules = tuple((h, p) for h, p in policy["net_connect"])
     write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
     read_events = frozenset(
@@ -197,7 +211,7 @@ def __pyisolate_boot__(config_json):
         *,
         _read=read_roots,
         _write=write_roots,
-        _stdlib=(stdlib_root,),
+        _stdlib=stdlib_roots,
         _connect=connect_rules,
         _net=bool(connect_rules),
         _deny=deny,
@@ -275,48 +289,85 @@ def __pyisolate_boot__(config_json):
 
     sys.addaudithook(hook)
 
-    # 4. post() and the runtime's entry points, each with a lock shared by guest threads.
+    # 4. The channel to the supervisor: post(), and the loop that serves its requests.
+    #    Frames are a 4-byte big-endian length and a JSON object, both ways.
     import _thread
+    import traceback
 
-    def post(value, *, _dumps=json.dumps, _write=posix.write, _fd=fd, _lock=_thread.allocate_lock()):
+    def send(message, *, _dumps=json.dumps, _write=posix.write, _fd=fd, _lock=_thread.allocate_lock()):
+        payload = _dumps(message, allow_nan=False).encode()
+        frame = len(payload).to_bytes(4, "big") + payload
+        with _lock:
+            view = memoryview(frame)
+            while view:
+                view = view[_write(_fd, view) :]
+
+    def post(value, *, _send=send):
         """Send a plain-data value (JSON-compatible) to whoever holds this sandbox."""
         try:
-            payload = _dumps({"k": "post", "v": value}, allow_nan=False).encode()
+            _send({"k": "post", "v": value})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"post() takes plain data (JSON-compatible): {exc}") from None
-        frame = len(payload).to_bytes(4, "big") + payload
-        with _lock:
-            view = memoryview(frame)
-            while view:
-                view = view[_write(_fd, view) :]
 
-    def call(
-        rid,
-        target,
-        args_json,
-        *,
-        _loads=json.loads,
-        _dumps=json.dumps,
-        _write=posix.write,
-        _fd=fd,
-        _lock=post.__kwdefaults__["_lock"],
-    ):
+    def read_exact(n, *, _read=posix.read, _fd=fd):
+        chunks, got = [], 0
+        while got < n:
+            chunk = _read(_fd, n - got)
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def failure(exc):
+        # The first frame is this loop's own: drop it, the traceback starts in guest code.
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+        return {"type": type(exc).__name__, "msg": str(exc), "tb": text}
+
+    def resolve(target):
         module_name, _, attr = target.rpartition(".")
-        obj = __import__(module_name) if module_name else builtins
+        obj = builtins if module_name in ("", "builtins") else __import__(module_name)
         for part in module_name.split(".")[1:]:
             obj = getattr(obj, part)
-        result = getattr(obj, attr)(*_loads(args_json))
-        try:
-            payload = _dumps({"k": "ret", "rid": rid, "v": result}, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"{target}() returned {type(result).__name__}, which is not plain data: {exc}") from None
-        frame = len(payload).to_bytes(4, "big") + payload
-        with _lock:
-            view = memoryview(frame)
-            while view:
-                view = view[_write(_fd, view) :]
+        return getattr(obj, attr)
 
-    def run(mode, target, argv, *, _exit_code=None):
+    def serve(*, _loads=json.loads, _exec=exec, _compile=compile, _max=16 << 20):
+        main = sys.modules["__main__"]
+        send({"k": "ready"})
+        while True:
+            header = read_exact(4)
+            if header is None:
+                return
+            size = int.from_bytes(header, "big")
+            body = read_exact(size) if size <= _max else None
+            if body is None:
+                return
+            request = _loads(body)
+            op, rid = request.get("op"), request.get("rid")
+            if op == "close":
+                return
+            try:
+                if op == "exec":
+                    _exec(_compile(request["code"], "<sandbox>", "exec"), main.__dict__)
+                    value = None
+                elif op == "call":
+                    value = resolve(request["target"])(*request["args"])
+                elif op == "run":
+                    run(request["mode"], request["target"], request["argv"])
+                    continue
+                else:
+                    raise ValueError(f"unknown request {op!r}")
+            except BaseException as exc:
+                send({"k": "err", "rid": rid, "error": failure(exc)})
+                continue
+            try:
+                send({"k": "ret", "rid": rid, "v": value})
+            except (TypeError, ValueError) as exc:
+                what = request.get("target", "the code")
+                message = f"{what} returned {type(value).__name__}, which is not plain data: {exc}"
+                send({"k": "err", "rid": rid, "error": {"type": "TypeError", "msg": message, "tb": ""}})
+
+    def run(mode, target, argv):
         """The pyisolate-python entry point: run a script, -c code, -m module or stdin,
         and post the exit status the way python3 would compute it."""
         main = sys.modules["__main__"]
@@ -352,10 +403,11 @@ def __pyisolate_boot__(config_json):
                     print(exc.code, file=sys.stderr)
                     code = 1
             except BaseException as exc:
-                import traceback
-
-                # Drop this runner's own frame: the traceback reads as python3's would.
-                traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+                # Drop this runner's own frames: the traceback reads as python3's would.
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_frame.f_code.co_filename == "<pyisolate-guest>":
+                    tb = tb.tb_next
+                traceback.print_exception(type(exc), exc, tb)
                 code = 1
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -389,7 +441,7 @@ def __pyisolate_boot__(config_json):
         _deny=deny,
         _allow=allow,
         _any="*" in allow,
-        _stdlib=stdlib_root + "/",
+        _stdlib=tuple(root + "/" for root in stdlib_roots),
         _ImportError=ImportError,
         _isinstance=isinstance,
         _any_of=any,
@@ -411,10 +463,10 @@ def __pyisolate_boot__(config_json):
             builtins.__dict__.pop(removed, None)
     builtins.__import__ = gated_import
     builtins.post = post
-    main = sys.modules["__main__"]
-    main.__pyisolate_call__ = call
-    main.__pyisolate_run__ = run
+    return serve
 
 
-__pyisolate_boot__(__pyisolate_config__)
+# Boot, forget the boot's names, then serve until the supervisor closes the sandbox.
+__pyisolate_serve__ = __pyisolate_boot__(__pyisolate_config__)
 del __pyisolate_boot__, __pyisolate_config__
+__pyisolate_serve__()

@@ -47,19 +47,40 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, message: dict) -> None:
-        self.send_bytes(encode(message))
+    def send(self, message: dict, fds: list[int] | None = None) -> None:
+        """Send one message; `fds` travel with it (SCM_RIGHTS) on Unix sockets."""
+        self.send_bytes(encode(message), fds)
 
     def recv(self) -> dict | None:
         """The next message, or None on a clean end of stream."""
         payload = self.recv_bytes()
         return None if payload is None else decode(payload)
 
-    def send_bytes(self, payload: bytes) -> None:
+    def send_bytes(self, payload: bytes, fds: list[int] | None = None) -> None:
         if len(payload) > MAX_FRAME:
             raise ProtocolError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
+        data = _HEADER.pack(len(payload)) + payload
         with self._send_lock:
-            self.sock.sendall(_HEADER.pack(len(payload)) + payload)
+            if fds:
+                sent = socket.send_fds(self.sock, [data], fds)
+                data = data[sent:]
+            if data:
+                self.sock.sendall(data)
+
+    def recv_with_fds(self) -> tuple[dict | None, list[int]]:
+        """Like recv(), also returning descriptors that came with the frame's first bytes."""
+        try:
+            first, fds, _flags, _addr = socket.recv_fds(self.sock, _HEADER.size, 8)
+        except OSError:
+            first, fds = b"", []
+        if not first:
+            return None, fds
+        rest = self._read_exact(_HEADER.size - len(first), allow_eof=False) if len(first) < _HEADER.size else b""
+        (length,) = _HEADER.unpack(first + rest)
+        if length > MAX_FRAME:
+            self.close()
+            raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME}")
+        return decode(self._read_exact(length, allow_eof=False) or b""), fds
 
     def recv_bytes(self) -> bytes | None:
         header = self._read_exact(_HEADER.size, allow_eof=True)
@@ -72,6 +93,8 @@ class Channel:
         return self._read_exact(length, allow_eof=False) or b""
 
     def _read_exact(self, n: int, allow_eof: bool) -> bytes | None:
+        if n == 0:
+            return b""
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0

@@ -9,9 +9,11 @@ a cell of its own. A cell that dies is reported to every caller waiting on it as
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -20,8 +22,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from . import framing, guards
@@ -56,8 +56,34 @@ def describe_status(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
+class _Reply:
+    """One awaited answer on the control channel (concurrent.futures is too heavy to
+    import for this at launcher start-up)."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._value = self._error = None
+
+    def set_result(self, value) -> None:
+        self._value = value
+        self._done.set()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def result(self, timeout: float | None):
+        if not self._done.wait(timeout):
+            raise TimeoutError
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 class Cell:
-    """Supervisor-side handle of one cell process."""
+    """Supervisor-side handle of one cell process (its control channel)."""
 
     _ids = itertools.count(1)
 
@@ -66,7 +92,7 @@ class Cell:
         self.tenant = tenant
         self.name = f"cell-{next(self._ids)}"
         self.sandboxes: dict[str, Sandbox] = {}
-        self.pending: dict[int, Future] = {}
+        self.pending: dict[int, _Reply] = {}
         self.lock = threading.Lock()
         self.dead: CellCrashed | None = None
         self._rids = itertools.count(1)
@@ -111,11 +137,6 @@ class Cell:
                     first = False
                     self._hello.put(message)
                     continue
-                if message.get("op") == "post":
-                    sandbox = self.sandboxes.get(message.get("sb"))
-                    if sandbox is not None:
-                        sandbox._inbox.put(message.get("v"))
-                    continue
                 with self.lock:
                     future = self.pending.pop(message.get("id"), None)
                 if future is not None:
@@ -137,13 +158,23 @@ class Cell:
             pending, self.pending = self.pending, {}
         for future in pending.values():
             future.set_exception(self.dead)
-        for sandbox in list(self.sandboxes.values()):
-            sandbox._inbox.put(self.dead)
         self.channel.close()
         self.supervisor._cell_ended(self)
 
-    def submit(self, message: dict) -> Future:
-        future: Future = Future()
+    def crash_report(self, timeout: float) -> CellCrashed | None:
+        """Once the cell has ended: how (waits up to `timeout` for the process)."""
+        if self.dead is None and self.proc.poll() is None:
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        deadline = time.monotonic() + timeout
+        while self.dead is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the control reader is filing the report
+        return self.dead
+
+    def submit(self, message: dict, fds: list[int] | None = None) -> _Reply:
+        future = _Reply()
         with self.lock:
             if self.dead is not None:
                 raise self.dead
@@ -151,18 +182,20 @@ class Cell:
             message["id"] = rid
             self.pending[rid] = future
         try:
-            self.channel.send(message)
+            self.channel.send(message, fds)
         except OSError:
             with self.lock:
                 self.pending.pop(rid, None)
             raise self.dead or CellCrashed(self.name, list(self.sandboxes), "channel closed") from None
         return future
 
-    def request(self, message: dict, timeout: float | None = None, sandbox: str = "") -> object:
-        future = self.submit(message)
+    def request(
+        self, message: dict, timeout: float | None = None, sandbox: str = "", fds: list[int] | None = None
+    ) -> object:
+        future = self.submit(message, fds)
         try:
             reply = future.result(timeout)
-        except FutureTimeout:
+        except TimeoutError:
             raise SandboxTimeout(
                 f"{sandbox or self.name}: no answer to {message['op']} within {timeout}s "
                 "(the guest may still be running; close the sandbox to stop waiting for it)"
@@ -178,51 +211,133 @@ class Cell:
 
 
 class Sandbox:
-    """One isolated sub-interpreter on its own thread inside a cell."""
+    """One isolated sub-interpreter on its own thread inside a cell.
 
-    def __init__(self, cell: Cell, name: str, policy: policy_mod.Policy, tmpdir: str | None, owner=None):
+    The supervisor talks to it over its own socket: requests go out as frames, and
+    replies and posted values come back on the same stream. Whichever calling thread is
+    waiting reads the stream and files what it reads (a reply by request id, a post in
+    the inbox), so no extra thread sits between caller and sandbox."""
+
+    def __init__(
+        self, cell: Cell, name: str, policy: policy_mod.Policy, sock: socket.socket, tmpdir: str | None, owner=None
+    ):
         self.cell, self.name, self.policy = cell, name, policy
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._channel = framing.Channel(sock)
+        self._cond = threading.Condition()
+        self._reading = False
+        self._inbox: collections.deque = collections.deque()
+        self._replies: dict[int, dict] = {}
+        self._rids = itertools.count(1)
+        self._ended: PyIsolateError | None = None
         self._tmpdir = tmpdir
         self._owner = owner  # a private Supervisor that spawn() made for this sandbox
         self.closed = False
         self.spawn_info: dict = {}
 
-    def _check(self) -> None:
-        if self.cell.dead is not None:
-            raise self.cell.dead
+    # -- the stream ---------------------------------------------------------------------
+    def _pump(self, done, timeout: float | None) -> bool:
+        """Read frames until done() holds; False on timeout. Raises once the stream ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not done():
+                if self._ended is not None:
+                    raise self._ended
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if self._reading:  # another thread reads; it will file our frame
+                    self._cond.wait(remaining)
+                    continue
+                self._reading = True
+                self._cond.release()
+                try:
+                    frame = self._read_frame(remaining)
+                finally:
+                    self._cond.acquire()
+                    self._reading = False
+                    self._cond.notify_all()
+                if frame is not None:
+                    self._file(frame)
+            return True
+
+    def _read_frame(self, timeout: float | None) -> dict | None:
+        ready, _, _ = select.select([self._channel.sock], [], [], timeout)
+        if not ready:
+            return None
+        try:
+            frame = self._channel.recv()
+        except PyIsolateError as exc:
+            frame, problem = None, f"sandbox {self.name} broke the protocol: {exc}"
+        else:
+            problem = None if frame is not None else f"sandbox {self.name} closed its channel"
+        if frame is None:
+            self._ended = self.cell.crash_report(timeout=2) or SandboxClosed(problem)
+        return frame
+
+    def _file(self, frame: dict) -> None:
+        kind = frame.get("k")
+        if kind == "post":
+            self._inbox.append(frame.get("v"))
+        elif kind in ("ret", "err") and isinstance(frame.get("rid"), int):
+            self._replies[frame["rid"]] = frame
+        elif kind == "ready":
+            self._replies[0] = frame
+        elif kind == "fatal":
+            err = frame.get("error") or {}
+            self._ended = SandboxError(str(err.get("type")), str(err.get("msg", "")), str(err.get("tb", "")), self.name)
+            self._replies[0] = frame
+
+    def _request(self, message: dict, timeout: float | None):
         if self.closed:
             raise SandboxClosed(f"sandbox {self.name} is closed")
+        if self._ended is not None:
+            raise self._ended
+        rid = next(self._rids)
+        message["rid"] = rid
+        try:
+            self._channel.send(message)
+        except OSError:
+            raise self.cell.crash_report(timeout=2) or SandboxClosed(f"sandbox {self.name} is gone") from None
+        if not self._pump(lambda: rid in self._replies, timeout):
+            raise SandboxTimeout(
+                f"{self.name}: no answer to {message['op']} within {timeout}s "
+                "(the guest may still be running; close the sandbox to stop waiting for it)"
+            )
+        reply = self._replies.pop(rid)
+        if reply["k"] == "err":
+            err = reply.get("error") or {}
+            raise SandboxError(str(err.get("type")), str(err.get("msg", "")), str(err.get("tb", "")), self.name)
+        return reply.get("v")
 
+    def _wait_ready(self, timeout: float) -> None:
+        if not self._pump(lambda: 0 in self._replies, timeout):
+            raise SandboxTimeout(f"{self.name}: not ready within {timeout}s")
+        if self._replies.pop(0).get("k") == "fatal":
+            raise self._ended
+
+    # -- the API -------------------------------------------------------------------------
     def exec(self, code: str, timeout: float | None = None) -> None:
         """Run source code in the sandbox's __main__."""
-        self._check()
-        self.cell.request({"op": "exec", "sb": self.name, "code": code}, self._timeout(timeout), self.name)
+        self._request({"op": "exec", "code": code}, self._timeout(timeout))
 
     def call(self, target: str, *args, timeout: float | None = None):
         """Call `module.function` (importable in the sandbox) with plain-data args and
         return its plain-data result."""
-        self._check()
-        return self.cell.request(
-            {"op": "call", "sb": self.name, "target": target, "args": list(args)}, self._timeout(timeout), self.name
-        )
+        return self._request({"op": "call", "target": target, "args": list(args)}, self._timeout(timeout))
 
     def recv(self, timeout: float | None = None):
         """The next value the guest passed to post()."""
-        try:
-            value = self._inbox.get(timeout=timeout)
-        except queue.Empty:
-            raise SandboxTimeout(f"{self.name}: nothing posted within {timeout}s") from None
-        if isinstance(value, CellCrashed):
-            self._inbox.put(value)
-            raise value
-        return value
+        if not self._inbox:
+            if self.closed:
+                raise SandboxClosed(f"sandbox {self.name} is closed")
+            if not self._pump(lambda: bool(self._inbox), timeout):
+                raise SandboxTimeout(f"{self.name}: nothing posted within {timeout}s")
+        return self._inbox.popleft()
 
     def run(self, mode: str, target: str, argv: list[str]) -> None:
         """Start a script/-c/-m/stdin run (the launcher's entry point); its exit status
         arrives as a posted {"exit": code}."""
-        self._check()
-        self.cell.submit({"op": "run", "sb": self.name, "mode": mode, "target": target, "argv": argv})
+        self._channel.send({"op": "run", "rid": next(self._rids), "mode": mode, "target": target, "argv": argv})
 
     def _timeout(self, timeout: float | None) -> float | None:
         return timeout if timeout is not None else self.policy.limits.wall_time
@@ -232,16 +347,15 @@ class Sandbox:
             return
         self.closed = True
         try:
-            if self.cell.dead is None:
-                self.cell.request({"op": "close", "sb": self.name}, timeout=10, sandbox=self.name)
-        except PyIsolateError:
+            self._channel.send({"op": "close"})
+        except (OSError, PyIsolateError):
             pass
-        finally:
-            self.cell.sandboxes.pop(self.name, None)
-            if self._tmpdir:
-                _rmtree(self._tmpdir)
-            if self._owner is not None:
-                self._owner.close()
+        self._channel.close()
+        self.cell.sandboxes.pop(self.name, None)
+        if self._tmpdir:
+            _rmtree(self._tmpdir)
+        if self._owner is not None:
+            self._owner.close()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -331,16 +445,21 @@ class Supervisor:
         if script_dir:
             values["script_dir"] = script_dir
         resolved = pol.resolve(**values)
-        sandbox = Sandbox(cell, name, resolved, tmpdir, _owner)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sandbox = Sandbox(cell, name, resolved, ours, tmpdir, _owner)
         cell.sandboxes[name] = sandbox
         try:
             sandbox.spawn_info = cell.request(
-                {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir}, timeout or 60, name
+                {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir},
+                timeout or 60,
+                name,
+                fds=[theirs.fileno()],
             )
+            theirs.close()
+            sandbox._wait_ready(timeout or 60)
         except BaseException:
-            cell.sandboxes.pop(name, None)
-            if tmpdir:
-                _rmtree(tmpdir)
+            theirs.close()
+            sandbox.close()
             raise
         return sandbox
 

@@ -266,8 +266,13 @@ def targets(tmp_path_factory):
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield {"secret": str(secret_dir / "secret.txt"), "token": token, "mark": str(secret_dir / "MARK"),
-           "port": listener.getsockname()[1], "accepted": accepted}
+    yield {
+        "secret": str(secret_dir / "secret.txt"),
+        "token": token,
+        "mark": str(secret_dir / "MARK"),
+        "port": listener.getsockname()[1],
+        "accepted": accepted,
+    }
     stop.set()
     thread.join()
     listener.close()
@@ -304,10 +309,7 @@ def test_policy_allows_what_it_grants(supervisor, tmp_path):
     (tmp_path / "data.txt").write_text("visible")
     sb = supervisor.spawn("granted", "default-script", script_dir=str(tmp_path))
     sb.exec(
-        f"post(open({str(tmp_path / 'data.txt')!r}).read())\n"
-        "import tempfile, os\n"
-        "d = tempfile.gettempdir()\n"
-        "post(d)\n"
+        f"post(open({str(tmp_path / 'data.txt')!r}).read())\nimport tempfile, os\nd = tempfile.gettempdir()\npost(d)\n"
     )
     assert sb.recv(timeout=10) == "visible"
     tmp = sb.policy.fs_write[0]
@@ -325,8 +327,10 @@ def test_garbage_on_inherited_fds_cannot_hurt_the_supervisor(supervisor):
     victim = supervisor.spawn("junk", tenant="junk")
     other = supervisor.spawn("ok", tenant="other")
     try:
-        victim.exec("import posix\nfor fd in range(3, 64):\n    try: posix.write(fd, b'\\xff' * 64)\n    except OSError: pass",
-                    timeout=10)
+        victim.exec(
+            "import posix\nfor fd in range(3, 64):\n    try: posix.write(fd, b'\\xff' * 64)\n    except OSError: pass",
+            timeout=10,
+        )
     except Exception:
         pass
     assert other.call("operator.add", 20, 22) == 42

@@ -76,8 +76,13 @@ def test_default_policy_blocks_and_reports(launcher, tmp_path):
     assert code == 0, err
     lines = out.splitlines()
     assert lines[:2] == ["my data", "temp ok scratch"]
-    assert lines[2:] == ["blocked: PermissionError", "blocked: PermissionError", "blocked: ImportError",
-                         "blocked: ImportError", "blocked: PermissionError"]
+    assert lines[2:] == [
+        "blocked: PermissionError",
+        "blocked: PermissionError",
+        "blocked: ImportError",
+        "blocked: ImportError",
+        "blocked: PermissionError",
+    ]
     assert not (tmp_path / "new.txt").exists()
 
 
