@@ -16,9 +16,6 @@ from .errors import (
     SandboxError,
     SandboxTimeout,
 )
-from .policy import Policy
-from .policy import load as load_policy
-from .supervisor import Sandbox, Supervisor, spawn
 
 __version__ = "0.1.0.dev0"
 __all__ = [
@@ -35,3 +32,23 @@ __all__ = [
     "load_policy",
     "spawn",
 ]
+# The supervisor and policy modules load on first use: a cell imports this package too,
+# and its start-up should not pay for the supervisor's imports.
+_LAZY = {
+    "Policy": ("policy", "Policy"),
+    "load_policy": ("policy", "load"),
+    "Sandbox": ("supervisor", "Sandbox"),
+    "Supervisor": ("supervisor", "Supervisor"),
+    "spawn": ("supervisor", "spawn"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyisolate' has no attribute {name!r}")

@@ -49,6 +49,17 @@ def __pyisolate_boot__(config_json):
     if restrict is not None:
         restrict(deny, forbid_code=True)
 
+    # What the boot itself needs, imported while the distribution's bytecode may still
+    # be used (after step 2 every import compiles from source).
+    import _thread
+    import io as _io_module
+    import traceback
+
+    if cfg.get("tmp"):  # the sandbox's private temporary directory, when it has one
+        import tempfile
+
+        tempfile.tempdir = cfg["tmp"]
+
     # 2. Imports compile from source; nothing reads or writes .pyc files from here on.
     sys.dont_write_bytecode = True
     sys.pycache_prefix = "/nonexistent/pyisolate-no-bytecode"
@@ -291,9 +302,6 @@ def __pyisolate_boot__(config_json):
 
     # 4. The channel to the supervisor: post(), and the loop that serves its requests.
     #    Frames are a 4-byte big-endian length and a JSON object, both ways.
-    import _thread
-    import traceback
-
     def send(message, *, _dumps=json.dumps, _write=posix.write, _fd=fd, _lock=_thread.allocate_lock()):
         payload = _dumps(message, allow_nan=False).encode()
         frame = len(payload).to_bytes(4, "big") + payload
@@ -417,15 +425,7 @@ def __pyisolate_boot__(config_json):
                     pass
         post({"exit": code})
 
-    import io as _io_module
-
     _io_open = _io_module.open  # the launcher opens the script even when open() is removed
-
-    # The sandbox's private temporary directory, when the policy gives it one.
-    if cfg.get("tmp"):
-        import tempfile
-
-        tempfile.tempdir = cfg["tmp"]
 
     # 5. Builtins and the import gate.
     real_import = builtins.__import__

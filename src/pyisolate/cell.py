@@ -37,7 +37,7 @@ PRELOAD = (
     "traceback, linecache, io, random, datetime, typing, dataclasses, enum, textwrap, tempfile"
 )
 # What a sandbox needs before its boot can run, for interpreters made on demand.
-BOOT_IMPORTS = "import json, traceback, io"
+BOOT_IMPORTS = "import json, traceback, io, tempfile"
 
 
 def _excinfo(info) -> dict:

@@ -18,8 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import sysconfig
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -37,6 +35,8 @@ def default_python() -> str:
     free-threaded distribution interpreter."""
     if env := os.environ.get("PYISOLATE_PYTHON"):
         return env
+    import sysconfig
+
     if sysconfig.get_config_var("Py_GIL_DISABLED") and sys.version_info[:2] >= (3, 14):
         return sys.executable
     raise PyIsolateError(
@@ -367,6 +367,12 @@ class Sandbox:
         return f"<Sandbox {self.name} policy={self.policy.name} {self.cell.name} pid={self.cell.pid}>"
 
 
+def _mkdtemp(name: str) -> str:
+    import tempfile  # only sandboxes whose policy uses {tmp} pay for it
+
+    return tempfile.mkdtemp(prefix=f"pyisolate-{name}-")
+
+
 def _rmtree(path: str) -> None:
     import shutil
 
@@ -434,11 +440,7 @@ class Supervisor:
         cell = self._cell_for(tenant, isolation)
         if name in cell.sandboxes:
             raise ValueError(f"a sandbox named {name!r} already exists in {cell.name}")
-        tmpdir = (
-            tempfile.mkdtemp(prefix=f"pyisolate-{name}-")
-            if any("{tmp}" in p for p in pol.fs_read + pol.fs_write)
-            else None
-        )
+        tmpdir = _mkdtemp(name) if any("{tmp}" in p for p in pol.fs_read + pol.fs_write) else None
         values = {"stdlib": cell.hello["stdlib"], "cwd": os.getcwd()}
         if tmpdir:
             values["tmp"] = tmpdir

@@ -316,7 +316,7 @@ def test_policy_allows_what_it_grants(supervisor, tmp_path):
     assert sb.recv(timeout=10) == tmp  # tempfile uses the sandbox's private directory
     sb.exec(f"p = {tmp!r} + '/out.txt'\nopen(p, 'w').write('ok')\npost(open(p).read())")
     assert sb.recv(timeout=10) == "ok"
-    with pytest.raises(SandboxError, match="writing .* is not allowed"):
+    with pytest.raises(SandboxError, match=r"writing .* is not allowed"):
         sb.exec(f"open({str(tmp_path / 'nope.txt')!r}, 'w')")
     assert not (tmp_path / "nope.txt").exists()
 
