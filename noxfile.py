@@ -46,6 +46,9 @@ def demo(session: nox.Session) -> None:
     install(session, "build")
     driver(session, "dist")
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "demo" / "freethreaded.py"), external=True)
+    session.log("The same untrusted script, first with the plain interpreter, then sandboxed:")
+    session.run(str(DIST / "bin" / "python3"), str(ROOT / "demo" / "untrusted.py"), external=True)
+    session.run(str(DIST / "bin" / "pyisolate-python"), str(ROOT / "demo" / "untrusted.py"), external=True)
 
 
 @nox.session
@@ -65,6 +68,22 @@ def lint(session: nox.Session) -> None:
     paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks with same-run baselines (`-- --quick` for a smoke run)."""
+    install(session, "build")
+    driver(session, "dist")
+    out = ROOT / "out" / "bench"
+    session.run(
+        str(DIST / "bin" / "python3"),
+        str(ROOT / "bench" / "runtime.py"),
+        "--json",
+        str(out / "runtime.json"),
+        *session.posargs,
+        external=True,
+    )
 
 
 # --- distribution ------------------------------------------------------------------------
