@@ -39,6 +39,18 @@ def __pyisolate_boot__(config_json):
     allow = tuple(policy["modules_allow"])
     enabled_builtins = frozenset(policy["builtins_enable"])
 
+    # What the boot itself needs, imported while the distribution's trusted bytecode
+    # may still be used (once code construction is forbidden, imports compile from source).
+    import _thread
+    import io as _io_module
+    import os.path
+    import traceback
+
+    if cfg.get("tmp"):  # the sandbox's private temporary directory, when it has one
+        import tempfile
+
+        tempfile.tempdir = cfg["tmp"]
+
     # Modules the warm pool pre-imported that this policy denies are dropped.
     for name in list(sys.modules):
         if any(name == d or name.startswith(d + ".") for d in deny):
@@ -48,17 +60,6 @@ def __pyisolate_boot__(config_json):
     restrict = getattr(_imp, "_pyisolate_restrict", None)
     if restrict is not None:
         restrict(deny, forbid_code=True)
-
-    # What the boot itself needs, imported while the distribution's bytecode may still
-    # be used (after step 2 every import compiles from source).
-    import _thread
-    import io as _io_module
-    import traceback
-
-    if cfg.get("tmp"):  # the sandbox's private temporary directory, when it has one
-        import tempfile
-
-        tempfile.tempdir = cfg["tmp"]
 
     # 2. Imports compile from source; nothing reads or writes .pyc files from here on.
     sys.dont_write_bytecode = True
@@ -100,8 +101,6 @@ def __pyisolate_boot__(config_json):
 
     def both_forms(paths):
         # Each root as written and with symlinks resolved: the hook compares lexically.
-        import os.path
-
         out = []
         for path in paths:
             for form in (_norm(path), os.path.realpath(path)):

@@ -21,6 +21,8 @@ def repo(tmp_path):
     ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
+    for patch in (ROOT / "cpython-patches").glob("*.patch"):
+        shutil.copy(patch, tmp_path / "cpython-patches" / patch.name)
     return cpython.Repo(tmp_path)
 
 
