@@ -97,6 +97,14 @@ def dist(session: nox.Session) -> None:
 
 
 @nox.session
+def release(session: nox.Session) -> None:
+    """Signed release artefacts in out/release/ (`-- --key FILE` or `-- --ephemeral-key`)."""
+    install(session, "build")
+    driver(session, "dist")
+    driver(session, "release", *session.posargs)
+
+
+@nox.session
 def audit(session: nox.Session) -> None:
     """ELF hardening audit of out/dist/current (or `-- PREFIX [--flavour NAME]`)."""
     install(session, "build")

@@ -10,17 +10,74 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from . import cpython, dist, profiles, system
+from . import cache, cpython, dist, profiles, release, system
 from .errors import BuildError, StepError
 from .progress import Reporter
 
 REPO = cpython.Repo(Path(__file__).resolve().parents[2])
+
+
+def make_release(args, reporter: Reporter) -> None:
+    prefix = REPO.out / "dist" / args.flavour
+    if not (prefix / "bin" / "python3.14t").is_file():
+        raise BuildError(
+            f"{prefix}: no built {args.flavour} distribution; run `./dev dist -- --flavour {args.flavour}`"
+        )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO.root, capture_output=True, text=True
+    ).stdout.strip()
+    if dirty and not args.ephemeral_key:
+        raise BuildError(f"the checkout has uncommitted changes; a release is made from a clean tree:\n{dirty}")
+    cosign = release.Cosign.ensure(REPO.lock, cache.root())
+    key = args.key or (Path(os.environ["PYISOLATE_COSIGN_KEY"]) if os.environ.get("PYISOLATE_COSIGN_KEY") else None)
+    password = os.environ.get("COSIGN_PASSWORD")
+    if key is None:
+        if not args.ephemeral_key:
+            raise BuildError(
+                "no signing key: pass --key FILE or set PYISOLATE_COSIGN_KEY (and COSIGN_PASSWORD); "
+                "`--ephemeral-key` signs with a throwaway key for trying the flow"
+            )
+        password = os.urandom(16).hex()
+        key, _ = cosign.generate_key_pair(REPO.out / "release-ephemeral-key", password)
+        reporter.info(f"[bold yellow]signing with a throwaway key[/] ({key.parent}): not for publishing")
+    public = key.with_suffix(".pub")
+    if not public.is_file():
+        raise BuildError(f"{public}: the public key must sit next to the private key")
+    epoch = release.source_date_epoch(REPO.root)
+    version = release.version(REPO.root)
+    name = f"pyisolate-{version}-{release.TARGET}"
+    buildinfo = json.loads(_buildinfo(prefix).read_text())
+    predicate = release.provenance(REPO.root, REPO.lock, REPO.patches, buildinfo, args.flavour, version, epoch)
+    with reporter.phase("release", name):
+        made = release.make(
+            prefix,
+            REPO.out / "release",
+            name=name,
+            epoch=epoch,
+            cosign=cosign,
+            key=key,
+            public_key=public,
+            password=password,
+            predicate=predicate,
+        )
+    for path in (made.tarball, made.sums, *made.bundles, made.provenance, made.public_key):
+        reporter.info(f"{path.relative_to(REPO.root)}  {path.stat().st_size} bytes")
+    reporter.info(f"sha256 {release.sha256(made.tarball)}  (SOURCE_DATE_EPOCH={epoch})")
+
+
+def _buildinfo(prefix: Path) -> Path:
+    """The CPython artefact's buildinfo.json, found through the overlay's record."""
+    real = prefix.resolve()
+    overlay = json.loads((real.parent / "overlay.json").read_text())
+    return Path(overlay["base"]).parent / "buildinfo.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p_audit.add_argument("prefix", nargs="?", type=Path, default=REPO.out / "dist" / "current")
     p_audit.add_argument("--flavour", default="hardened")
     sub.add_parser("deps", help="install missing system packages")
+    p_release = sub.add_parser("release", help="make signed release artefacts from a built flavour")
+    p_release.add_argument("--flavour", default="hardened")
+    p_release.add_argument("--key", type=Path, default=None, help="cosign private key (or $PYISOLATE_COSIGN_KEY)")
+    p_release.add_argument(
+        "--ephemeral-key",
+        action="store_true",
+        help="sign with a throwaway key made for this run (for trying the flow, never for publishing)",
+    )
     p_key = sub.add_parser("key", help="print the cache key of a flavour")
     p_key.add_argument("--flavour", default="hardened")
     args = parser.parse_args(argv)
@@ -58,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             dist.step_audit(args.prefix.resolve(), policy, REPO.out / "logs", reporter)
         elif args.command == "deps":
             system.ensure_packages(system.read_package_list(REPO.packages), log=reporter.info)
+        elif args.command == "release":
+            make_release(args, reporter)
         elif args.command == "key":
             the_plan = cpython.plan(REPO, args.flavour)
             print(
