@@ -246,3 +246,18 @@ def test_release_of_the_built_distribution(dist, tmp_path, cosign):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(top)
+
+
+def test_security_txt_follows_rfc9116():
+    import datetime
+
+    fields = {}
+    for line in (ROOT / ".well-known" / "security.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(": ")
+            fields.setdefault(key, []).append(value)
+    assert fields["Contact"] and all(v.startswith(("mailto:", "https://")) for v in fields["Contact"])
+    assert len(fields["Expires"]) == 1
+    expires = datetime.datetime.fromisoformat(fields["Expires"][0].replace("Z", "+00:00"))
+    now = datetime.datetime.now(datetime.UTC)
+    assert now < expires < now + datetime.timedelta(days=400)  # RFC 9116: less than a year ahead is advised
