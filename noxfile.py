@@ -55,6 +55,7 @@ def demo(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit tests of the driver, then integration tests against the built prefix."""
     install(session, "tests")
+    driver(session, "deps", "--list", str(ROOT / "tests" / "system-packages.txt"))
     driver(session, "dist")
     env = dict(DRIVER_ENV, PYISOLATE_DIST=str(DIST))
     if "PYISOLATE_REQUIRE_ALL" in os.environ:

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p_audit = sub.add_parser("audit", help="ELF hardening audit of a prefix")
     p_audit.add_argument("prefix", nargs="?", type=Path, default=REPO.out / "dist" / "current")
     p_audit.add_argument("--flavour", default="hardened")
-    sub.add_parser("deps", help="install missing system packages")
+    p_deps = sub.add_parser("deps", help="install missing system packages")
+    p_deps.add_argument("--list", type=Path, default=None, help="a package list (default: the build's)")
     p_release = sub.add_parser("release", help="make signed release artefacts from a built flavour")
     p_release.add_argument("--flavour", default="hardened")
     p_release.add_argument("--key", type=Path, default=None, help="cosign private key (or $PYISOLATE_COSIGN_KEY)")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = profiles.load(REPO.profiles)[args.flavour].audit
             dist.step_audit(args.prefix.resolve(), policy, REPO.out / "logs", reporter)
         elif args.command == "deps":
-            system.ensure_packages(system.read_package_list(REPO.packages), log=reporter.info)
+            system.ensure_packages(system.read_package_list(args.list or REPO.packages), log=reporter.info)
         elif args.command == "release":
             make_release(args, reporter)
         elif args.command == "key":

@@ -19,8 +19,13 @@ def read_package_list(path: Path) -> list[str]:
     return names
 
 
+EXTERNAL = "external"  # PYISOLATE_SYSTEM_PACKAGES=external: another system (e.g. Nix) provides them
+
+
 def installed_versions(packages: list[str]) -> dict[str, str | None]:
     """Map each package to its installed version, or None when it is not installed."""
+    if os.environ.get("PYISOLATE_SYSTEM_PACKAGES") == EXTERNAL:
+        return {name: EXTERNAL for name in packages}
     proc = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status} ${Version}\n", *packages],
         capture_output=True,
@@ -36,6 +41,8 @@ def installed_versions(packages: list[str]) -> dict[str, str | None]:
 
 def ensure_packages(packages: list[str], log=print) -> dict[str, str]:
     """Install whatever is missing (as root, with apt-get); return name → version."""
+    if os.environ.get("PYISOLATE_SYSTEM_PACKAGES") == EXTERNAL:
+        return installed_versions(packages)
     if shutil.which("dpkg-query") is None:
         raise SystemDepsError("not a Debian-like system: dpkg-query not found; install by hand: " + " ".join(packages))
     versions = installed_versions(packages)
@@ -62,8 +69,14 @@ def ensure_packages(packages: list[str], log=print) -> dict[str, str]:
     return {name: version for name, version in versions.items() if version}
 
 
-def toolchain_identity(cc: str) -> dict[str, str]:
-    """Versions of the tools whose output ends up in the binaries."""
+# Variables of a flavour's `env` that name a tool whose output ends up in the binaries.
+TOOL_VARS = ("AR", "RANLIB", "NM", "OBJCOPY", "STRIP", "LD")
+
+
+def toolchain_identity(cc: str, ldflags: tuple[str, ...] = (), tools: dict[str, str] | None = None) -> dict[str, str]:
+    """Versions of the tools whose output ends up in the binaries: the compiler, the
+    linker it runs (GNU ld, or the one `-fuse-ld=` picks), libc, and the flavour's extra
+    tools (`env` in profiles.toml, e.g. AR=llvm-ar-19)."""
 
     def first_line(cmd: list[str]) -> str:
         try:
@@ -72,9 +85,14 @@ def toolchain_identity(cc: str) -> dict[str, str]:
             raise SystemDepsError(f"cannot run {cmd[0]}: {exc}") from exc
         return out.splitlines()[0].strip() if out else ""
 
-    return {
+    fuse_ld = [flag for flag in ldflags if flag.startswith("-fuse-ld=")]
+    identity = {
         "cc": first_line([cc, "--version"]),
-        "ld": first_line(["ld", "--version"]),
+        "ld": first_line([cc, *fuse_ld[-1:], "-Wl,--version"] if fuse_ld else ["ld", "--version"]),
         "libc": first_line(["ldd", "--version"]),
         "machine": first_line([cc, "-dumpmachine"]),
     }
+    for name, command in sorted((tools or {}).items()):
+        if name in TOOL_VARS:
+            identity[f"tool:{name}"] = first_line([command, "--version"])
+    return identity
