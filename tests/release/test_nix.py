@@ -6,8 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, need
 
+from conftest import ROOT, need
 from pyisolate_build import lock
 
 NIX_FILES = sorted([ROOT / "flake.nix", *(ROOT / "nix").glob("*.nix")])
