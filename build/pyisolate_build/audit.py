@@ -10,6 +10,12 @@ For every ELF file it reports:
   FORTIFY  imports a *_chk function, or was compiled with _FORTIFY_SOURCE>=2 and no call
            site could be checked, or imports nothing fortifiable
   IBT/SHSTK the x86 GNU property note (GNU_PROPERTY_X86_FEATURE_1_AND) bits
+  CFI      clang's cross-DSO control-flow integrity (-fsanitize=cfi-icall
+           -fsanitize-cfi-cross-dso): the file exports __cfi_check (the CFI runtime finds
+           each loaded object's checker by that name in .dynsym; an object without it is
+           "unchecked": calls into it pass, calls from it are never checked), and an
+           executable also carries the runtime itself (defines __cfi_slowpath, which the
+           checked call sites of every object call for targets outside themselves)
 """
 
 from __future__ import annotations
@@ -110,7 +116,9 @@ FORTIFIABLE = frozenset(
 _SSP_FLAG = re.compile(rb"-fstack-protector-(strong|all)\b")
 _OPT_FLAG = re.compile(rb"-O([1-3s]|fast)\b")
 
-COLUMNS = ("pie", "relro", "nx_stack", "stack_protector", "fortify", "ibt", "shstk")
+COLUMNS = ("pie", "relro", "nx_stack", "stack_protector", "fortify", "ibt", "shstk", "cfi")
+CFI_CHECK = "__cfi_check"
+CFI_SLOWPATH = ("__cfi_slowpath", "__cfi_slowpath_diag")
 
 
 @dataclass
@@ -233,7 +241,31 @@ def _audit_elf(elf: ELFFile, name: str, policy: AuditPolicy) -> ElfReport:
             checks[prop] = Check(NA, "not checked for this flavour")
         else:
             require(prop, bool(features & bit), f"{label} property", f"no {label} property", policy.cet == "require")
+
+    if policy.cfi == "off":
+        checks["cfi"] = Check(NA, "not checked for this flavour")
+    else:
+        good, ok_detail, bad_detail = _cross_dso_cfi(elf, kind, imports)
+        require("cfi", good, ok_detail, bad_detail, policy.cfi == "require")
     return report
+
+
+def _cross_dso_cfi(elf: ELFFile, kind: str, imports: set[str]) -> tuple[bool, str, str]:
+    """(present, detail if present, detail if not) for cross-DSO CFI."""
+    exported = _defined_dynamic(elf)
+    runtime = [name for name in CFI_SLOWPATH if name in exported]
+    calls = [name for name in CFI_SLOWPATH if name in imports]
+    if CFI_CHECK not in exported:
+        if runtime or calls:
+            return False, "", f"uses {(runtime or calls)[0]} but exports no {CFI_CHECK} (unchecked as a call target)"
+        return False, "", f"no {CFI_CHECK}: not built with cross-DSO CFI"
+    if kind == "exec":
+        if not runtime:
+            return False, "", f"exports {CFI_CHECK} but has no CFI runtime (no {CFI_SLOWPATH[0]} defined)"
+        return True, f"{CFI_CHECK} + CFI runtime ({runtime[0]})", ""
+    if calls:
+        return True, f"{CFI_CHECK}; checked calls reach {calls[0]}", ""
+    return True, f"{CFI_CHECK}; no call site needs the cross-DSO slow path", ""
 
 
 def _dynamic_tags(elf: ELFFile) -> dict[str, int]:
@@ -250,6 +282,13 @@ def _imported_functions(elf: ELFFile) -> set[str]:
     if section is None:
         return set()
     return {sym.name for sym in section.iter_symbols() if sym["st_shndx"] == "SHN_UNDEF" and sym.name}
+
+
+def _defined_dynamic(elf: ELFFile) -> set[str]:
+    section = elf.get_section_by_name(".dynsym")
+    if section is None:
+        return set()
+    return {sym.name for sym in section.iter_symbols() if sym["st_shndx"] != "SHN_UNDEF" and sym.name}
 
 
 def _recorded_switches(elf: ELFFile) -> bytes:
@@ -308,7 +347,7 @@ def render(reports: list[ElfReport], console) -> None:
     table = Table(title="ELF hardening audit", show_lines=False, header_style="bold")
     table.add_column("file", overflow="fold")
     table.add_column("kind")
-    for col in ("PIE", "RELRO", "NX", "SSP", "FORTIFY", "IBT", "SHSTK"):
+    for col in ("PIE", "RELRO", "NX", "SSP", "FORTIFY", "IBT", "SHSTK", "CFI"):
         table.add_column(col, justify="center")
     for r in reports:
         table.add_row(r.path, r.kind, *(marks[r.checks[c].status] for c in COLUMNS if c in r.checks))

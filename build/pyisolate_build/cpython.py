@@ -10,12 +10,14 @@ the source of this module); `out/dist/current` links to it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import audit, cache, fetch, lock, patches, profiles, system
@@ -41,6 +43,11 @@ _SCRUB_ENV = (
     "CC",
     "CXX",
     "OPT",
+    "CFLAGS_NODIST",
+    "LDFLAGS_NODIST",
+    "LINKFORSHARED",
+    "AR",
+    "RANLIB",
     "PYTHONPATH",
     "PYTHONHOME",
     "PYTHONSTARTUP",
@@ -94,9 +101,10 @@ class Plan:
     toolchain: dict[str, str]
     packages: dict[str, str]
     step_digest: str
+    flavour_files: dict[str, str] = field(default_factory=dict)
 
     def inputs(self) -> dict:
-        return {
+        inputs = {
             "source": self.source.key(),
             "patches": [(p.name, p.sha256) for p in self.series],
             "flavour": self.flavour.key(),
@@ -105,6 +113,9 @@ class Plan:
             "packages": self.packages,
             "step": self.step_digest,
         }
+        if self.flavour_files:  # e.g. a sanitizer ignore list the flags name
+            inputs["flavour_files"] = self.flavour_files
+        return inputs
 
     @property
     def key(self) -> str:
@@ -123,6 +134,12 @@ def plan(repo: Repo, flavour_name: str, packages: dict[str, str] | None = None) 
     if flavour_name not in flavours:
         raise BuildError(f"unknown flavour {flavour_name!r}; {repo.profiles} defines: {', '.join(flavours)}")
     flavour = flavours[flavour_name]
+    flavour_files = {}
+    for rel in flavour.repo_files():
+        path = repo.root / rel
+        if not path.is_file():
+            raise BuildError(f"{repo.profiles}: flavour {flavour_name} names {{repo}}/{rel}, which does not exist")
+        flavour_files[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     if packages is None:
         wanted = system.read_package_list(repo.packages)
         packages = {k: v for k, v in system.installed_versions(wanted).items() if v}
@@ -130,9 +147,10 @@ def plan(repo: Repo, flavour_name: str, packages: dict[str, str] | None = None) 
         source=sources["cpython"],
         series=patches.read_series(repo.patches),
         flavour=flavour,
-        toolchain=system.toolchain_identity(flavour.cc),
+        toolchain=system.toolchain_identity(flavour.cc, flavour.ldflags, dict(flavour.env)),
         packages=dict(sorted(packages.items())),
         step_digest=cache.file_digest(Path(__file__), repo.probe),
+        flavour_files=flavour_files,
     )
 
 
@@ -187,7 +205,10 @@ def step_patch(the_plan: Plan, src: Path, reporter: Reporter) -> None:
             reporter.info(line)
 
 
-def build_env(flavour: profiles.Flavour) -> dict[str, str]:
+def build_env(flavour: profiles.Flavour, repo_root: Path) -> dict[str, str]:
+    """configure's environment: CFLAGS/LDFLAGS end up in sysconfig (extensions inherit
+    them); the build-only flags go in CFLAGS_NODIST/LDFLAGS_NODIST, which only CPython's
+    own build (the interpreter and the stdlib's extension modules) uses."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
     env.update(
         LC_ALL="C",
@@ -197,23 +218,32 @@ def build_env(flavour: profiles.Flavour) -> dict[str, str]:
         LDFLAGS=" ".join(flavour.ldflags),
         LINKFORSHARED=" ".join(flavour.exe_ldflags),
     )
+    if flavour.build_cflags:
+        env["CFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_cflags, cache.root(), repo_root))
+    if flavour.build_ldflags:
+        env["LDFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_ldflags, cache.root(), repo_root))
+    env.update(flavour.env)
     return env
 
 
-def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path) -> audit.ElfReport:
-    """Compile the probe with the flavour's flags and audit it: the flags must work."""
+def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path, repo_root: Path) -> audit.ElfReport:
+    """Compile the probe with the flavour's flags and audit it: the flags must work.
+    For a flavour that requires CFI, also run it: it must run, and a call through a
+    pointer of the wrong function type (`toolchain-probe forge`) must die with SIGILL."""
     exe = work / "toolchain-probe"
     cmd = [
         flavour.cc,
         *flavour.opt.split(),
         *flavour.cflags,
+        *flavour.expand(flavour.build_cflags, cache.root(), repo_root),
         *flavour.ldflags,
+        *flavour.expand(flavour.build_ldflags, cache.root(), repo_root),
         *flavour.exe_ldflags,
         str(probe_src),
         "-o",
         str(exe),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=build_env(flavour))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=build_env(flavour, repo_root))
     if proc.returncode != 0:
         raise BuildError(f"toolchain probe does not compile with flavour {flavour.name}:\n{proc.stderr}")
     report = audit.audit_file(exe, flavour.audit)
@@ -223,6 +253,8 @@ def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path) -> a
         problems.append("stack_protector: the probe's stack buffer got no canary")
     if policy.fortify and report.checks["fortify"].status != audit.OK:
         problems.append("fortify: the probe's memcpy into a known-size buffer was not fortified")
+    if policy.cfi == "require":
+        problems += _probe_cfi_traps(exe)
     if problems:
         raise BuildError(
             f"flavour {flavour.name}: the toolchain probe shows the flags do not harden:\n  " + "\n  ".join(problems)
@@ -230,12 +262,28 @@ def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path) -> a
     return report
 
 
+def _probe_cfi_traps(exe: Path) -> list[str]:
+    problems = []
+    plain = subprocess.run([str(exe)], capture_output=True, timeout=60)
+    if plain.returncode != 0:
+        problems.append(f"cfi: the probe does not run (exit {plain.returncode}): {plain.stderr[-500:]!r}")
+    forged = subprocess.run([str(exe), "forge"], capture_output=True, timeout=60)
+    if forged.returncode != -signal.SIGILL:
+        problems.append(f"cfi: a call through a pointer of the wrong type did not trap (exit {forged.returncode})")
+    return problems
+
+
 def step_configure(the_plan: Plan, repo: Repo, src: Path, work: Path, reporter: Reporter) -> None:
     with reporter.phase("configure", the_plan.flavour.name):
-        probe_toolchain(the_plan.flavour, repo.probe, work)
+        probe_toolchain(the_plan.flavour, repo.probe, work, repo.root)
         reporter.info("toolchain probe: the flavour's flags give canaries, fortified calls, PIE, RELRO, NX")
+        if the_plan.flavour.audit.cfi == "require":
+            reporter.info("toolchain probe: cross-DSO CFI present; a forged indirect call traps (SIGILL)")
         reporter.run(
-            "configure", ["./configure", *CONFIGURE_ARGS, *the_plan.flavour.configure], src, build_env(the_plan.flavour)
+            "configure",
+            ["./configure", *CONFIGURE_ARGS, *the_plan.flavour.configure],
+            src,
+            build_env(the_plan.flavour, repo.root),
         )
 
 

@@ -82,7 +82,7 @@ def test_system_package_versions_change_the_key(repo):
 def test_toolchain_changes_the_key(repo, monkeypatch):
     before = key(repo)
     real = cpython.system.toolchain_identity
-    monkeypatch.setattr(cpython.system, "toolchain_identity", lambda cc: real(cc) | {"cc": "gcc 99"})
+    monkeypatch.setattr(cpython.system, "toolchain_identity", lambda cc, *rest: real(cc, *rest) | {"cc": "gcc 99"})
     assert key(repo) != before
 
 
