@@ -39,6 +39,17 @@ def python(dist: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cfi_dist() -> Path:
+    """The prefix of the `cfi` flavour (PYISOLATE_CFI_DIST, default out/dist/cfi)."""
+    prefix = Path(os.environ.get("PYISOLATE_CFI_DIST", ROOT / "out" / "dist" / "cfi"))
+    need(
+        (prefix / "bin" / "python3.14t").is_file(),
+        f"no cfi build at {prefix}; run `./dev dist -- --flavour cfi`",
+    )
+    return prefix.resolve()
+
+
+@pytest.fixture(scope="session")
 def cell_python(python: Path) -> str:
     """Cells run on the built interpreter, with the runtime installed in it."""
     need(
