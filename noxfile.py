@@ -57,6 +57,7 @@ def tests(session: nox.Session) -> None:
     install(session, "tests")
     driver(session, "deps", "--list", str(ROOT / "tests" / "system-packages.txt"))
     driver(session, "dist")
+    driver(session, "dist", "--flavour", "cfi")  # out/dist/cfi, for tests/prefix/test_cfi.py
     env = dict(DRIVER_ENV, PYISOLATE_DIST=str(DIST))
     if "PYISOLATE_REQUIRE_ALL" in os.environ:
         env["PYISOLATE_REQUIRE_ALL"] = os.environ["PYISOLATE_REQUIRE_ALL"]
@@ -76,12 +77,22 @@ def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines (`-- --quick` for a smoke run)."""
     install(session, "build")
     driver(session, "dist")
+    driver(session, "dist", "--flavour", "plain")  # the baseline of bench/interp.py
+    driver(session, "dist", "--flavour", "cfi")
     out = ROOT / "out" / "bench"
     session.run(
         str(DIST / "bin" / "python3"),
         str(ROOT / "bench" / "runtime.py"),
         "--json",
         str(out / "runtime.json"),
+        *session.posargs,
+        external=True,
+    )
+    session.run(
+        str(DIST / "bin" / "python3"),
+        str(ROOT / "bench" / "interp.py"),
+        "--json",
+        str(out / "interp.json"),
         *session.posargs,
         external=True,
     )

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             prefix = dist.build(REPO, args.flavour, reporter, args.jobs)
             console.print(
                 f"[bold green]dist ready[/] in {time.monotonic() - start:.1f}s: "
-                f"{prefix}\n  linked from {REPO.out / 'dist' / 'current'}"
+                f"{prefix}\n  linked from {REPO.out / 'dist' / args.flavour}"
+                + (f" and {REPO.out / 'dist' / 'current'}" if args.flavour == dist.DEFAULT_FLAVOUR else "")
             )
         elif args.command == "audit":
             if not (args.prefix / "bin").is_dir():
