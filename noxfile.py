@@ -117,6 +117,39 @@ def release(session: nox.Session) -> None:
 
 
 @nox.session
+def repro(session: nox.Session) -> None:
+    """Build the release twice from scratch (two clones, two caches, two times, another
+    umask, locale and time zone) and compare the tarballs; diffoscope shows differences."""
+    install(session, "build")
+    epoch = session.run("git", "log", "-1", "--format=%ct", external=True, silent=True).strip()
+    work = ROOT / "out" / "repro"
+    session.run("rm", "-rf", str(work), external=True)
+    digests = []
+    for n, (umask, lang, tz) in enumerate([("022", "C.UTF-8", "UTC"), ("077", "C", "Asia/Tokyo")]):
+        clone, cache_dir = work / f"build-{n}" / "src", work / f"build-{n}" / "cache"
+        session.run("git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone), external=True)
+        env = {
+            "PYISOLATE_CACHE": str(cache_dir),
+            "SOURCE_DATE_EPOCH": epoch,
+            "LC_ALL": lang,
+            "TZ": tz,
+            "PYTHONPATH": str(clone / "build"),
+        }
+        script = f"umask {umask} && python -m pyisolate_build dist && python -m pyisolate_build release --ephemeral-key"
+        session.run("bash", "-c", f"cd {clone} && {script}", env=env, external=True)
+        tarball = next((clone / "out" / "release").glob("*.tar.xz"))
+        digests.append((tarball, session.run("sha256sum", str(tarball), external=True, silent=True).split()[0]))
+        session.run("sleep", "2", external=True)  # the second build starts at another time
+    (first, a), (second, b) = digests
+    session.log(f"build 1: {a}\nbuild 2: {b}")
+    if a != b:
+        install(session, "repro")  # diffoscope, pinned with hashes
+        session.run("diffoscope", "--text", str(work / "diffoscope.txt"), str(first), str(second), success_codes=[0, 1])
+        session.error(f"the two builds differ; see {work / 'diffoscope.txt'}")
+    session.log("reproducible: both builds gave the same tarball")
+
+
+@nox.session
 def audit(session: nox.Session) -> None:
     """ELF hardening audit of out/dist/current (or `-- PREFIX [--flavour NAME]`)."""
     install(session, "build")

@@ -10,6 +10,8 @@ the source of this module); `out/dist/current` links to it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,6 +26,7 @@ from . import audit, cache, fetch, lock, patches, profiles, system
 from .errors import BuildError
 from .progress import Reporter
 
+BUILD_ROOT = Path("/var/tmp/pyisolate-build")  # fixed on purpose: see _build_dir
 PREFIX = "/opt/pyisolate"  # configure-time prefix; the installed tree is relocatable
 CONFIGURE_ARGS = (
     f"--prefix={PREFIX}",
@@ -35,6 +38,7 @@ CONFIGURE_ARGS = (
 )
 # Variables from the caller's environment that would silently change the build.
 _SCRUB_ENV = (
+    "SOURCE_DATE_EPOCH",
     "CFLAGS",
     "CPPFLAGS",
     "CXXFLAGS",
@@ -165,20 +169,41 @@ def build(repo: Repo, flavour_name: str, reporter: Reporter, jobs: int | None = 
     if (artefact / "buildinfo.json").is_file() and (prefix / "bin" / "python3.14t").is_file():
         reporter.skip("build", f"cached: {artefact} (key {the_plan.key[:16]})")
     else:
-        work = cache_root / "work" / the_plan.artefact_name
+        with _build_dir(the_plan.artefact_name) as work:
+            tarball = step_fetch(the_plan, cache_root / "downloads", reporter)
+            src = step_extract(tarball, work, reporter)
+            step_patch(the_plan, src, reporter)
+            step_configure(the_plan, repo, src, work, reporter)
+            step_compile(src, reporter, jobs or os.cpu_count() or 2, source_epoch(tarball))
+            staged = step_install(the_plan, src, work, reporter)
+            info = json.dumps(the_plan.inputs(), indent=1, sort_keys=True) + "\n"
+            (staged.parent / "buildinfo.json").write_text(info)
+            cache.publish(staged.parent, artefact)
+    return prefix
+
+
+@contextlib.contextmanager
+def _build_dir(name: str):
+    """A clean build directory at a fixed path, locked while in use. CPython records its
+    build directory in sysconfig data and Makefiles, so only builds made in the same place
+    can be byte-identical, whatever checkout or cache they come from."""
+    BUILD_ROOT.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_ROOT / f".{name}.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        work = BUILD_ROOT / name
         if work.exists():
             shutil.rmtree(work)  # leftovers of an interrupted build are never reused
-        work.mkdir(parents=True)
-        tarball = step_fetch(the_plan, cache_root / "downloads", reporter)
-        src = step_extract(tarball, work, reporter)
-        step_patch(the_plan, src, reporter)
-        step_configure(the_plan, repo, src, work, reporter)
-        step_compile(src, reporter, jobs or os.cpu_count() or 2)
-        staged = step_install(the_plan, src, work, reporter)
-        (staged.parent / "buildinfo.json").write_text(json.dumps(the_plan.inputs(), indent=1, sort_keys=True) + "\n")
-        cache.publish(staged.parent, artefact)
-        shutil.rmtree(work, ignore_errors=True)
-    return prefix
+        work.mkdir()
+        try:
+            yield work
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def source_epoch(tarball: Path) -> int:
+    """The newest mtime in the source tarball: a build time that depends only on inputs."""
+    with tarfile.open(tarball) as tar:
+        return max(int(m.mtime) for m in tar.getmembers())
 
 
 def step_fetch(the_plan: Plan, downloads: Path, reporter: Reporter) -> Path:
@@ -287,9 +312,13 @@ def step_configure(the_plan: Plan, repo: Repo, src: Path, work: Path, reporter: 
         )
 
 
-def step_compile(src: Path, reporter: Reporter, jobs: int) -> None:
+def step_compile(src: Path, reporter: Reporter, jobs: int, epoch: int) -> None:
+    # SOURCE_DATE_EPOCH makes __DATE__/__TIME__ (sys.version's build date) reproducible.
+    # It is set for compiling only: at install it would also switch every .pyc to hash
+    # validation (slower imports); the release packer normalises timestamp .pyc headers.
     with reporter.phase("compile", f"make -j{jobs}"):
-        reporter.run("compile", ["make", f"-j{jobs}"], src, build_env_from_configure())
+        env = build_env_from_configure() | {"SOURCE_DATE_EPOCH": str(epoch)}
+        reporter.run("compile", ["make", f"-j{jobs}"], src, env)
 
 
 def build_env_from_configure() -> dict[str, str]:
