@@ -1,8 +1,10 @@
-"""The distribution: CPython (cpython.py) + the PyIsolate runtime overlay, audited and
-linked at out/dist/<flavour> (and out/dist/current for the default flavour).
+"""The distribution: CPython (cpython.py) + the native extension (native.py) + the
+PyIsolate runtime overlay, audited and linked at out/dist/<flavour> (and out/dist/current
+for the default flavour).
 
-The overlay is its own cached step, keyed by the CPython artefact and the runtime's
-sources, so editing the runtime re-runs only the overlay (seconds), never CPython.
+The native extension and the overlay are cached steps of their own, keyed by the CPython
+artefact and their sources, so editing the runtime re-runs only the overlay (seconds),
+editing native/ only the extension and the overlay, never CPython.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from . import audit, cache, cpython, profiles
+from . import audit, cache, cpython, native, profiles
 from .errors import AuditError, BuildError
 from .progress import Reporter
 
@@ -28,7 +30,8 @@ ENTRY_POINTS = {"pyisolate-python": "pyisolate.launcher", "pyisolate": "pyisolat
 
 def build(repo: cpython.Repo, flavour_name: str, reporter: Reporter, jobs: int | None = None) -> Path:
     base = cpython.build(repo, flavour_name, reporter, jobs)
-    prefix = overlay(repo, base, reporter)
+    extension = native.build(repo, base, reporter)
+    prefix = overlay(repo, base, extension, reporter)
     policy = profiles.load(repo.profiles)[flavour_name].audit
     step_audit(prefix, policy, repo.out / "logs", reporter)
     link(repo.out / "dist", prefix, flavour_name)
@@ -42,21 +45,25 @@ def _runtime_files(repo: cpython.Repo) -> list[Path]:
     return files
 
 
-def overlay_key(repo: cpython.Repo, base: Path) -> str:
+def overlay_key(repo: cpython.Repo, base: Path, extension: Path) -> str:
     digest = cache.file_digest(Path(__file__), *_runtime_files(repo))
     rel = [str(p.relative_to(repo.root)) for p in _runtime_files(repo)]
-    return cache.key({"cpython": base.parent.name, "files": rel, "digest": digest, "entry": _ENTRY})
+    native_artefact = f"{extension.parent.name}/{extension.name}"
+    return cache.key(
+        {"cpython": base.parent.name, "native": native_artefact, "files": rel, "digest": digest, "entry": _ENTRY}
+    )
 
 
-def overlay(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
-    key = overlay_key(repo, base)
+def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter) -> Path:
+    """The runtime, sitecustomize, the native `extension` module and bin/ entry points."""
+    key = overlay_key(repo, base, extension)
     name = base.parent.name.replace("cpython-", "pyisolate-", 1) + f"-rt{key[:12]}"
     artefact = cache.root() / "dist" / name
     prefix = artefact / "prefix"
     if (artefact / "overlay.json").is_file():
         reporter.skip("overlay", f"cached: {artefact}")
         return prefix
-    with reporter.phase("overlay", "pyisolate runtime, sitecustomize, bin/ entry points"):
+    with reporter.phase("overlay", "pyisolate runtime, sitecustomize, _pyisolate, bin/ entry points"):
         work = cache.root() / "work" / name
         if work.exists():
             shutil.rmtree(work)
@@ -69,6 +76,7 @@ def overlay(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
             repo.root / "src" / "pyisolate", site / "pyisolate", ignore=shutil.ignore_patterns("__pycache__")
         )
         shutil.copy(repo.root / "sitecustomize" / "sitecustomize.py", site / "sitecustomize.py")
+        shutil.copy(extension, site / extension.name)
         for entry, module in ENTRY_POINTS.items():
             path = staged / "bin" / entry
             path.write_text(_ENTRY.format(module=module))

@@ -1,0 +1,113 @@
+"""The native step: native/ (the `_pyisolate` extension) built against the BUILT
+interpreter, never the host's, and cached under a key of its inputs.
+
+    venv of <cpython prefix>/bin/python3.14t (no pip in it)
+      → requirements/native.txt into its site-packages (hashes checked), installed by the
+        driver's own pip (pure-Python wheels; the built interpreter does not run pip)
+      → scikit-build-core's build_wheel run by the venv's interpreter in native/ (the
+        system's CMake; flags from the interpreter's sysconfig; libseccomp.a linked in)
+      → the module file, which the overlay installs into site-packages
+
+Inputs of the key: the CPython artefact (its name hashes the toolchain and the versions
+of build/system-packages.txt, cmake and libseccomp-dev included), native/'s files,
+requirements/native.txt and this module's source.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from . import cache, cpython
+from .errors import BuildError
+from .progress import Reporter
+
+MODULE = "_pyisolate"
+
+
+def _sources(repo: cpython.Repo) -> list[Path]:
+    root = repo.root / "native"
+    return sorted(p for p in root.rglob("*") if p.is_file() and "build" not in p.relative_to(root).parts[:1])
+
+
+def _requirements(repo: cpython.Repo) -> Path:
+    return repo.root / "requirements" / "native.txt"
+
+
+def native_key(repo: cpython.Repo, base: Path) -> str:
+    files = _sources(repo)
+    digest = cache.file_digest(Path(__file__), _requirements(repo), *files)
+    rel = [str(p.relative_to(repo.root)) for p in files]
+    return cache.key({"cpython": base.parent.name, "files": rel, "digest": digest})
+
+
+def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
+    """Return the built extension module file (cached)."""
+    key = native_key(repo, base)
+    name = base.parent.name.replace("cpython-", "native-", 1) + f"-{key[:12]}"
+    artefact = cache.root() / "native" / name
+    info = artefact / "native.json"
+    if info.is_file():
+        reporter.skip("native", f"cached: {artefact}")
+        return artefact / json.loads(info.read_text())["module"]
+    with reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)"):
+        work = cache.root() / "work" / name
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        venv, wheels, staged = work / "venv", work / "wheel", work / "artefact"
+        env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV and not k.startswith("PIP_")}
+        env.update(LC_ALL="C", CMAKE_GENERATOR="Unix Makefiles", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        python = str(base / "bin" / "python3.14t")
+        # The interpreter's own compiler (CMake reads $CC; its flags come from sysconfig in CMakeLists.txt).
+        proc = subprocess.run(
+            [python, "-I", "-c", "import sysconfig; print(sysconfig.get_config_var('CC'))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        env["CC"] = proc.stdout.strip()
+        reporter.run("native-venv", [python, "-I", "-m", "venv", "--without-pip", str(venv)], work, env)
+        # The backend's pure-Python wheels go straight into the venv, installed by the
+        # driver's own pip: the built interpreter only runs the build itself.
+        site = next(venv.glob("lib/python3*/site-packages"))
+        reporter.run(
+            "native-deps",
+            [
+                *[sys.executable, "-m", "pip", "install", "--require-hashes", "--only-binary=:all:", "--no-compile"],
+                *["--target", str(site), "--python-version", "3.14", "-r", str(_requirements(repo))],
+            ],
+            work,
+            env,
+        )
+        # PEP 517 build_wheel, called directly with the venv's (the built) interpreter.
+        wheels.mkdir()
+        backend = (
+            "import sys; from scikit_build_core.build import build_wheel; "
+            "print(build_wheel(sys.argv[1], {'build-dir': sys.argv[2]}))"
+        )
+        reporter.run(
+            "native-wheel",
+            [str(venv / "bin" / "python"), "-I", "-c", backend, str(wheels), str(work / "cmake")],
+            repo.root / "native",
+            env,
+        )
+        modules = []
+        for wheel in wheels.glob("*.whl"):
+            with zipfile.ZipFile(wheel) as zf:
+                for member in zf.namelist():
+                    if member.startswith(f"{MODULE}.") and member.endswith(".so") and "/" not in member:
+                        staged.mkdir(exist_ok=True)
+                        (staged / member).write_bytes(zf.read(member))
+                        modules.append(member)
+        if len(modules) != 1:
+            raise BuildError(f"native: expected one {MODULE}*.so in the wheel, found {modules or 'none'}")
+        (staged / "native.json").write_text(json.dumps({"key": key, "module": modules[0]}, indent=1) + "\n")
+        cache.publish(staged, artefact)
+        shutil.rmtree(work, ignore_errors=True)
+    return artefact / modules[0]
