@@ -5,8 +5,11 @@ started as a cell by a PyIsolate supervisor (PYISOLATE_CELL=1 in its environment
 cell it runs before any other import of the cell's own code and prepares the process:
   - closes every inherited file descriptor except stdin/stdout/stderr and the
     supervisor channel named on the command line;
-  - sets a private umask.
-The kernel-guard work adds the process-wide base seccomp filter here.
+  - sets a private umask;
+  - applies the cell's process-wide kernel guards (`pyisolate.kernel.prepare_cell`):
+    no_new_privs, the base seccomp filter (exec, ptrace, bpf, kexec, mounts, namespaces,
+    new processes … refused for every thread, TSYNC) and no core dumps. It runs before
+    the cell starts any thread; what it applied is in the cell's hello.
 """
 
 
@@ -24,6 +27,9 @@ def _prepare_cell() -> None:
             except OSError:
                 pass
     os.umask(0o077)
+    from pyisolate import kernel
+
+    kernel.prepare_cell()
 
 
 def _main() -> None:

@@ -9,6 +9,7 @@ with iso.spawn("demo", policy="stdlib-readonly") as sb:
 
 from .errors import (
     CellCrashed,
+    GuardError,
     PolicyError,
     ProtocolError,
     PyIsolateError,
@@ -20,6 +21,7 @@ from .errors import (
 __version__ = "0.1.0.dev0"
 __all__ = [
     "CellCrashed",
+    "GuardError",
     "Policy",
     "PolicyError",
     "ProtocolError",

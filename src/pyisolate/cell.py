@@ -11,6 +11,11 @@ once and stays there, serving requests that arrive on a socket the supervisor cr
 and passed over the control channel (SCM_RIGHTS): supervisor and sandbox talk directly,
 in plain JSON frames, so no guest object and no pickle ever reaches the cell's own
 interpreter, and a request costs a socket round trip rather than an interpreter switch.
+
+Kernel guards (`kernel.py`): sitecustomize prepared the process before this module ran
+(no_new_privs, the base seccomp filter); each sandbox's thread restricts itself with
+Landlock and the seccomp allow-list before it enters its interpreter, and the create
+reply says what it got. The cell's own threads (main, pool) stay unrestricted by those.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 
 import _interpreters
 
-from . import framing
+from . import framing, kernel
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "_guest.py"), encoding="utf-8") as _f:
@@ -38,6 +43,11 @@ PRELOAD = (
 )
 # What a sandbox needs before its boot can run, for interpreters made on demand.
 BOOT_IMPORTS = "import json, traceback, io, tempfile"
+GUARD_TIMEOUT = 30.0
+
+
+class GuardError(Exception):
+    """Sent to the supervisor as the create reply's error type: the sandbox was refused."""
 
 
 def _excinfo(info) -> dict:
@@ -90,27 +100,53 @@ class CellSandbox:
 
     def __init__(self, cell: Cell, name: str, iid: int, sock: socket.socket, config: dict):
         self.cell, self.name, self.iid, self.sock = cell, name, iid, sock
-        config = dict(config, fd=sock.fileno(), stdlib=cell.stdlib)
-        _interpreters.set___main___attrs(iid, {"__pyisolate_config__": json.dumps(config)})
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self.policy = config["policy"]
+        self._guarded = threading.Event()
+        self.guards: dict | None = None
+        self.guard_error: Exception | None = None
+        try:
+            config = dict(config, fd=sock.fileno(), stdlib=cell.stdlib)
+            _interpreters.set___main___attrs(iid, {"__pyisolate_config__": json.dumps(config)})
+            thread = threading.Thread(target=self._run, name=name, daemon=True)
+            thread.start()
+        except BaseException:
+            sock.close()
+            _interpreters.destroy(iid)
+            raise
+        # From here on the thread owns the socket and the interpreter.
+        # The thread restricts itself first; what it got goes into the create reply.
+        if not self._guarded.wait(GUARD_TIMEOUT):
+            raise kernel.GuardUnavailable(f"sandbox {name}: guards not applied within {GUARD_TIMEOUT}s")
+        if self.guard_error is not None:
+            raise self.guard_error
+        # Read from outside: the sandbox thread itself can no longer open /proc.
+        self.guards["status"] = kernel.task_status(tid=thread.native_id)
 
     def _run(self) -> None:
-        self.cell.mark_first_code()
-        info = _interpreters.exec(self.iid, self.cell.guest_code)  # returns when the sandbox closes
-        if info is not None:
-            # Boot failed, or the serve loop died: tell the supervisor on the same socket.
-            frame = framing.encode({"k": "fatal", "error": _excinfo(info)})
-            try:
-                self.sock.sendall(len(frame).to_bytes(4, "big") + frame)
-            except OSError:
-                pass
+        try:
+            self.guards = kernel.restrict_thread(self.policy, self.cell.stdlib)
+        except Exception as exc:  # refused (GuardUnavailable) or broken: no guest code runs
+            self.guard_error = exc
+        finally:
+            self._guarded.set()
+        if self.guard_error is None:
+            self.cell.mark_first_code()
+            info = _interpreters.exec(self.iid, self.cell.guest_code)  # returns when the sandbox closes
+            if info is not None:
+                # Boot failed, or the serve loop died: tell the supervisor on the same socket.
+                frame = framing.encode({"k": "fatal", "error": _excinfo(info)})
+                try:
+                    self.sock.sendall(len(frame).to_bytes(4, "big") + frame)
+                except OSError:
+                    pass
         try:
             _interpreters.destroy(self.iid)
         except Exception as exc:  # e.g. guest threads still running in it
             print(f"pyisolate cell: sandbox {self.name}: {exc}", file=sys.stderr)
         finally:
             self.sock.close()
-            self.cell.sandboxes.pop(self.name, None)
+            if self.cell.sandboxes.get(self.name) is self:
+                del self.cell.sandboxes[self.name]
 
 
 class Cell:
@@ -122,6 +158,7 @@ class Cell:
         self.go_at: float | None = None
         self.first_code_at: float | None = None
         self.pool: Pool | None = None
+        self.exclusive = False  # hosts a single sandbox: process-wide limits apply to it alone
 
     def send(self, message: dict) -> None:
         try:
@@ -144,6 +181,8 @@ class Cell:
                 "prefix": sys.prefix,
                 "version": sys.version,
                 "c_gate": hasattr(_imp, "_pyisolate_restrict"),
+                "guards": kernel.cell_preparation
+                or {"native": kernel.native() is not None, "error": "the cell preparation did not run"},
             }
         )
         while True:
@@ -153,6 +192,7 @@ class Cell:
             op, rid = message.get("op"), message.get("id")
             if op == "go":
                 self.go_at = time.monotonic()
+                self.exclusive = bool(message.get("exclusive", False))
                 self.pool = Pool(int(message.get("pool", 0)))
                 self.send({"id": rid, "ok": True, "v": {"go_at": self.go_at}})
             elif self.go_at is None:
@@ -160,11 +200,10 @@ class Cell:
                 self.send({"id": rid, "ok": False, "error": {"type": "NotReady", "msg": f"{op!r} before go"}})
             else:
                 try:
-                    self.dispatch(op, rid, message, fds)
-                    fds = []
+                    self.dispatch(op, rid, message, fds)  # takes (pops) the descriptors it keeps
                 except Exception as exc:
                     self.send({"id": rid, "ok": False, "error": {"type": type(exc).__name__, "msg": str(exc)}})
-            for fd in fds:  # descriptors nobody asked for are not kept
+            for fd in fds:  # descriptors nobody took are not kept
                 os.close(fd)
 
     def dispatch(self, op: str, rid: int, message: dict, fds: list[int]) -> None:
@@ -175,11 +214,19 @@ class Cell:
             if name in self.sandboxes:
                 raise ValueError(f"sandbox {name!r} already exists in this cell")
             t0 = time.perf_counter()
+            if self.exclusive and self.sandboxes:
+                raise ValueError("this cell hosts a single sandbox (isolation='process')")
+            rlimits = kernel.apply_rlimits(message["policy"].get("limits") or {}, self.exclusive)
             iid, warm = self.pool.take()
-            sock = socket.socket(fileno=fds[0])
             config = {"policy": message["policy"], "tmp": message.get("tmp")}
-            self.sandboxes[name] = CellSandbox(self, name, iid, sock, config)
-            self.send({"id": rid, "ok": True, "v": {"warm": warm, "seconds": time.perf_counter() - t0}})
+            sock = socket.socket(fileno=fds.pop())  # the sandbox owns it from here on
+            try:
+                sandbox = CellSandbox(self, name, iid, sock, config)
+            except kernel.GuardUnavailable as exc:
+                raise GuardError(str(exc)) from None
+            self.sandboxes[name] = sandbox
+            reply = {"warm": warm, "seconds": time.perf_counter() - t0, "guards": dict(sandbox.guards, rlimits=rlimits)}
+            self.send({"id": rid, "ok": True, "v": reply})
         elif op == "stats":
             self.send(
                 {

@@ -2,6 +2,7 @@
 
 pyisolate policy check FILE|NAME   validate a policy and explain what it grants
 pyisolate policy list              the shipped policy templates
+pyisolate doctor [--json]          each security guarantee and what provides it on this host
 """
 
 from __future__ import annotations
@@ -26,7 +27,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_check.add_argument("policy", help="a policy file, or a template name (see `pyisolate policy list`)")
     policy_sub.add_parser("list", help="list the shipped policy templates")
+    p_doctor = sub.add_parser(
+        "doctor",
+        help="each guarantee of the security contract, and what provides it on this host",
+        description="Probe this host's kernel (Landlock ABI, seccomp, BPF-LSM, cgroups) and print each "
+        "guarantee of PyIsolate's security contract with the mechanism that provides it here, or why it "
+        "is missing.",
+    )
+    p_doctor.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+
+    if args.command == "doctor":
+        import json
+
+        from . import doctor
+
+        data = doctor.report()
+        if args.json:
+            print(json.dumps(data, indent=1))
+        else:
+            doctor.render(data)
+        return 0
 
     if args.command == "policy" and args.action == "list":
         for path in sorted(policy_mod.TEMPLATES.glob("*.toml")):

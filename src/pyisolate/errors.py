@@ -41,5 +41,11 @@ class CellCrashed(SandboxClosed):
         super().__init__(f"cell {cell} ({names}) ended: {status}")
 
 
+class GuardError(PyIsolateError):
+    """A sandbox was refused because the kernel guards its policy requires could not be
+    applied on this host (see `pyisolate doctor`; a policy may accept reduced guarantees
+    with `[guards] accept_reduced = true`)."""
+
+
 class ProtocolError(PyIsolateError):
     """A peer sent a frame that breaks the protocol; the channel is closed."""

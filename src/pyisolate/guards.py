@@ -1,23 +1,79 @@
 """Kernel guards attached to a cell before it is allowed to run guest code.
 
-This is the seam the kernel-guard work fills (seccomp, Landlock, eBPF, cgroups). Today
-no kernel guard is attached: `attach` reports mode "none", and `pyisolate doctor`-style
-callers must say so. The supervisor calls `attach` between the cell's hello and its
-"go", so whatever is attached here is in place before any guest code runs.
+The supervisor calls `attach` between the cell's hello and its "go", so whatever holds
+here holds before any guest code runs. What a cell gets, and where it comes from:
+
+  no_new_privs, base seccomp filter   the cell itself, in sitecustomize, before any thread
+                                      (pyisolate.kernel.prepare_cell); reported in hello
+  Landlock + seccomp allow-list       each sandbox's own thread, before its interpreter
+                                      runs (pyisolate.kernel.restrict_thread); reported in
+                                      the create reply, i.e. `Sandbox.guards`
+  rlimits                             the cell, per sandbox, where it hosts only that one
+  BPF-LSM programs, cgroups           not implemented yet (the rest of the kernel-guard work)
+
+`attach` checks the cell's preparation against what the kernel says about the cell
+(/proc/PID/status: seccomp mode 2, no_new_privs) and reports the mode:
+  "full"      BPF-LSM + the above (not reachable yet: no BPF programs are shipped)
+  "landlock"  seccomp + Landlock + rlimits: the design's reduced-guarantees fallback
+  "none"      the cell could not prepare its guards; sandboxes are refused unless their
+              policy says `[guards] accept_reduced = true`
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from . import kernel
 
 
 @dataclass(frozen=True)
 class GuardReport:
     mode: str  # "full", "landlock", or "none"
     attached: tuple[str, ...] = ()
-    missing: tuple[str, ...] = field(default=("seccomp", "landlock", "bpf-lsm", "cgroup"))
+    missing: tuple[str, ...] = ("seccomp", "landlock", "bpf-lsm", "cgroup")
+    # mechanism -> what it does for this cell, or why it is missing
+    details: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+
+NOT_YET = {
+    "bpf-lsm": "no BPF-LSM programs are shipped yet (the BPF part of the kernel-guard work)",
+    "cgroup": "cells are not placed in cgroups yet (memory/pids quotas: a later part)",
+}
 
 
 def attach(cell) -> GuardReport:
-    """Attach the guards to `cell` (its pid is `cell.pid`) and report what holds."""
-    return GuardReport(mode="none")
+    """Check and report the guards of `cell` (its pid is `cell.pid`, its hello `cell.hello`)."""
+    prep = (getattr(cell, "hello", None) or {}).get("guards") or {}
+    status = kernel.task_status(pid=cell.pid)
+    attached: list[str] = []
+    details: dict[str, str] = dict(NOT_YET)
+    missing = ["bpf-lsm", "cgroup"]
+
+    base = prep.get("base_filter")
+    if status.get("no_new_privs") == 1:
+        attached.append("no-new-privs")
+        details["no-new-privs"] = "set for the whole cell (kernel: NoNewPrivs 1)"
+    else:
+        missing.append("no-new-privs")
+        details["no-new-privs"] = f"not set (kernel: {status})"
+    if base and status.get("seccomp") == 2:
+        attached.append("seccomp-base")
+        details["seccomp-base"] = f"{base['rules']}-rule deny-list on every thread of the cell (kernel: Seccomp 2)"
+    else:
+        missing.append("seccomp-base")
+        details["seccomp-base"] = prep.get("error") or f"not installed (kernel: {status})"
+
+    levels = {"landlock": "landlock_abi", "seccomp": "seccomp_api"}
+    unavailable = [name for name, key in levels.items() if not prep.get(key)]
+    for name in unavailable:
+        missing.append(name)
+        details[name] = prep.get(f"{levels[name]}_error") or prep.get("error") or "unavailable"
+    if not unavailable:
+        attached += ["landlock", "seccomp", "rlimits"]
+        details["landlock"] = f"per sandbox thread, ABI {prep['landlock_abi']}: the policy's filesystem and TCP rules"
+        details["seccomp"] = "per sandbox thread: an allow-list, EPERM for the rest"
+        details["rlimits"] = "RLIMIT_CORE=0; open files and CPU time where the cell hosts one sandbox"
+    complete = {"no-new-privs", "seccomp-base", "landlock", "seccomp"} <= set(attached)
+    mode = "landlock" if complete else "none"
+    return GuardReport(mode, tuple(attached), tuple(missing), MappingProxyType(details))

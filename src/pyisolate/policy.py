@@ -8,11 +8,19 @@ A policy file (see `policies/*.toml` for the shipped templates):
     [modules]     allow = ["*"] or [names], deny = [names] (deny wins; absent = DEFAULT_DENY)
     [builtins]    enable = [names]                        (re-enable removed builtins)
     [limits]      memory = "256M", cpu_time = 10.0, wall_time = 60.0, open_files = 64, threads = 8
+    [guards]      accept_reduced = false                  (true: run even without kernel guards)
 
 An empty list means deny: `read = []` reads nothing beyond the distribution's own
 standard library (imports need it; it holds nothing secret). Paths may use placeholders
 expanded when a sandbox is created: {stdlib} (the distribution's lib/), {script_dir},
 {cwd}, {tmp} (a private temporary directory made for the sandbox).
+
+The kernel enforces the filesystem and network sections too (Landlock on the sandbox's
+thread, a seccomp allow-list; see docs/runtime.md "Kernel guards"). When the host cannot
+apply them (no Landlock, no seccomp, or a Landlock too old for TCP port rules while the
+policy has connect rules), the sandbox is refused, unless `[guards] accept_reduced = true`:
+then it runs with the Python-level layer only for what is missing, and the supervisor
+says so on stderr and in `Sandbox.guards["reduced"]`.
 """
 
 from __future__ import annotations
@@ -102,6 +110,7 @@ DEFAULT_DENY = (
     "ensurepip",
     "venv",
     "pyisolate",
+    "_pyisolate",
     "sitecustomize",
 )
 # Builtins removed from every sandbox; `[builtins] enable` brings named ones back.
@@ -135,6 +144,7 @@ class Policy:
     modules_deny: tuple[str, ...] = DEFAULT_DENY
     builtins_enable: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    accept_reduced: bool = False  # [guards] accept_reduced: run even where kernel guards are missing
     source: str = "<object>"
 
     def resolve(self, **values: str) -> Policy:
@@ -186,6 +196,12 @@ class Policy:
                     ("open_files", lim.open_files),
                     ("threads", lim.threads),
                 )
+            ),
+            "  kernel guards:    "
+            + (
+                "ACCEPTS REDUCED GUARANTEES (runs even where seccomp/Landlock cannot be applied)"
+                if self.accept_reduced
+                else "required (the sandbox is refused where seccomp/Landlock cannot be applied)"
             ),
         ]
         return "\n".join(line for line in lines if line)
@@ -241,6 +257,7 @@ class _Validator:
             "modules": {"allow", "deny"},
             "builtins": {"enable"},
             "limits": {"memory", "cpu_time", "wall_time", "open_files", "threads"},
+            "guards": {"accept_reduced"},
         }
     )
 
@@ -344,6 +361,9 @@ class _Validator:
                     limits[key] = value
             except ValueError as exc:
                 self.fail("limits", key, str(exc))
+        accept_reduced = data.get("guards", {}).get("accept_reduced", False)
+        if not isinstance(accept_reduced, bool):
+            self.fail("guards", "accept_reduced", f"must be true or false, found {accept_reduced!r}")
         return Policy(
             name=name,
             description=description,
@@ -354,5 +374,6 @@ class _Validator:
             modules_deny=deny,
             builtins_enable=enable,
             limits=Limits(**limits),
+            accept_reduced=accept_reduced,
             source=self.source,
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import framing, guards
 from . import policy as policy_mod
-from .errors import CellCrashed, PyIsolateError, SandboxClosed, SandboxError, SandboxTimeout
+from .errors import CellCrashed, GuardError, PyIsolateError, SandboxClosed, SandboxError, SandboxTimeout
 
 DEFAULT_POOL = 2
 CELL_START_TIMEOUT = 30.0
@@ -87,9 +87,10 @@ class Cell:
 
     _ids = itertools.count(1)
 
-    def __init__(self, supervisor: Supervisor, tenant: str, pool: int):
+    def __init__(self, supervisor: Supervisor, tenant: str, pool: int, exclusive: bool = False):
         self.supervisor = supervisor
         self.tenant = tenant
+        self.exclusive = exclusive  # one sandbox only (isolation="process")
         self.name = f"cell-{next(self._ids)}"
         self.sandboxes: dict[str, Sandbox] = {}
         self.pending: dict[int, _Reply] = {}
@@ -120,7 +121,7 @@ class Cell:
         # Guards first, then go: the cell refuses to run anything before "go".
         self.guards = guards.attach(self)
         self.guards_attached_at = time.monotonic()
-        self.request({"op": "go", "pool": pool}, timeout=CELL_START_TIMEOUT)
+        self.request({"op": "go", "pool": pool, "exclusive": exclusive}, timeout=CELL_START_TIMEOUT)
 
     @property
     def pid(self) -> int:
@@ -233,6 +234,9 @@ class Sandbox:
         self._owner = owner  # a private Supervisor that spawn() made for this sandbox
         self.closed = False
         self.spawn_info: dict = {}
+        # What the kernel enforces for this sandbox (its thread's Landlock and seccomp,
+        # the cell's rlimits; "reduced" lists what is missing), from the create reply.
+        self.guards: dict = {}
 
     # -- the stream ---------------------------------------------------------------------
     def _pump(self, done, timeout: float | None) -> bool:
@@ -409,12 +413,12 @@ class Supervisor:
                     if (
                         cell.tenant == tenant
                         and cell.dead is None
-                        and not getattr(cell, "exclusive", False)
+                        and not cell.exclusive
                         and len(cell.sandboxes) < self.max_per_cell
                     ):
                         return cell
-        cell = Cell(self, tenant, self.pool if isolation == "thread" else 0)
-        cell.exclusive = isolation == "process"
+        exclusive = isolation == "process"
+        cell = Cell(self, tenant, 0 if exclusive else self.pool, exclusive)
         with self.lock:
             self.cells.append(cell)
         return cell
@@ -458,7 +462,20 @@ class Supervisor:
                 fds=[theirs.fileno()],
             )
             theirs.close()
+            sandbox.guards = sandbox.spawn_info.get("guards") or {}
+            if sandbox.guards.get("reduced"):
+                print(
+                    f"pyisolate: WARNING: sandbox {name} runs with REDUCED GUARANTEES (its policy accepts them): "
+                    + "; ".join(sandbox.guards["reduced"]),
+                    file=sys.stderr,
+                )
             sandbox._wait_ready(timeout or 60)
+        except SandboxError as exc:
+            theirs.close()
+            sandbox.close()
+            if exc.type_name == "GuardError":
+                raise GuardError(f"sandbox {name} refused: {exc.message}") from None
+            raise
         except BaseException:
             theirs.close()
             sandbox.close()

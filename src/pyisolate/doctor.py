@@ -1,0 +1,152 @@
+"""`pyisolate doctor`: each guarantee of the security contract (SECURITY.md §2) with the
+mechanism that provides it on this host, or why it is missing.
+
+The host is probed, not assumed (`kernel.probe`): Landlock ABI, seccomp, the bpf LSM in
+/sys/kernel/security/lsm, cgroup v1/v2 controllers. Status words: "holds", "partial"
+(some of it holds, the rest is named), "missing".
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import kernel
+
+LANDLOCK_FEATURES = (
+    (1, "filesystem"),
+    (2, "file reparenting"),
+    (3, "truncate"),
+    (4, "TCP bind/connect"),
+    (5, "device ioctl"),
+    (6, "signal and abstract-socket scoping"),
+)
+
+
+def mode_of(host: dict) -> str:
+    """The guard mode sandboxes get on this host ("full" needs BPF-LSM programs, not shipped yet)."""
+    return "landlock" if host["native"] and host["landlock"]["abi"] > 0 and host["seccomp"]["api"] > 0 else "none"
+
+
+def report() -> dict:
+    host = kernel.probe()
+    mode = mode_of(host)
+    abi = host["landlock"]["abi"]
+    lsm = host["bpf_lsm"]
+    cg = host["cgroup"]
+    bpf_state = (
+        "the kernel lists the bpf LSM, but PyIsolate ships no BPF programs yet"
+        if lsm["bpf_in_lsm_list"]
+        else f"{lsm.get('why', 'unavailable')}; PyIsolate ships no BPF programs yet either"
+    )
+    memory_controller = "memory" in cg["v2_controllers"] or "memory" in cg["v1_controllers"]
+
+    if mode == "landlock":
+        containment = {
+            "status": "partial",
+            "mechanism": (
+                "seccomp allow-list on every sandbox thread (EPERM for the rest: no exec, fork, "
+                "ptrace, bpf, mount, namespaces, sockets unless the policy connects, no executable "
+                f"anonymous memory) + the cell's base filter + Landlock ABI {abi} on every sandbox "
+                "thread (the policy's read/write roots; TCP connect ports, no bind)"
+            ),
+            "missing": f"BPF-LSM (mode 'full'): {bpf_state}",
+        }
+    else:
+        containment = {
+            "status": "missing",
+            "mechanism": "the Python-level layer only (audit hook, import gate, C-level gate)",
+            "missing": "; ".join(
+                f"{name}: {host[name].get('why', 'unavailable')}"
+                for name in ("landlock", "seccomp")
+                if not (host[name].get("abi") or host[name].get("api"))
+            )
+            + f"; BPF-LSM: {bpf_state}",
+        }
+    guarantees = [
+        {"id": 1, "name": "Process containment", **containment},
+        {
+            "id": 2,
+            "name": "Memory safety (per-interpreter RAM caps)",
+            "status": "missing",
+            "mechanism": (
+                "per-interpreter allocator state (isolated sub-interpreters); a cell per sandbox "
+                "(isolation='process') for a separate address space"
+            ),
+            "missing": (
+                "limits.memory is validated but not enforced (quotas are a later part); cgroup memory controller "
+                + ("available" if memory_controller else "not available")
+                + f" here ({cg['layout']}); sandboxes sharing a cell share an address space"
+            ),
+        },
+        {
+            "id": 3,
+            "name": "Broker integrity & replay protection",
+            "status": "missing",
+            "mechanism": "control frames are plain JSON over Unix socketpairs (not reachable from the network)",
+            "missing": "the AEAD-sealed broker (X25519 → ChaCha20-Poly1305, counters) is not implemented",
+        },
+        {
+            "id": 4,
+            "name": "Policy hot-reload atomicity",
+            "status": "missing",
+            "mechanism": "a sandbox's policy is fixed when it is created",
+            "missing": "policy hot-reload is not implemented",
+        },
+        {
+            "id": 5,
+            "name": "Crash isolation",
+            "status": "partial",
+            "mechanism": (
+                "cells are separate processes: a crashing cell is reported as CellCrashed and the supervisor "
+                "and other cells keep serving; no core dumps (RLIMIT_CORE=0)"
+            ),
+            "missing": (
+                "sandboxes sharing a cell die with it (no in-cell pthread_sigmask/alt-stack guards); "
+                "use isolation='process' to give a sandbox its own cell"
+            ),
+        },
+    ]
+    return {"mode": mode, "host": host, "guarantees": guarantees}
+
+
+def render(data: dict, out=sys.stdout) -> None:
+    host = data["host"]
+    abi = host["landlock"]["abi"]
+    features = ", ".join(name for level, name in LANDLOCK_FEATURES if abi >= level)
+    lsm = host["bpf_lsm"]
+    cg = host["cgroup"]
+    rows = [
+        ("native extension", "_pyisolate present" if host["native"] else "MISSING: no kernel guards can be applied"),
+        ("Landlock", f"ABI {abi} ({features})" if abi else f"unavailable: {host['landlock'].get('why')}"),
+        (
+            "seccomp",
+            f"available (libseccomp API level {host['seccomp']['api']})"
+            if host["seccomp"]["api"]
+            else f"unavailable: {host['seccomp'].get('why')}",
+        ),
+        (
+            "BPF-LSM",
+            f"active LSMs: {lsm['active_lsms']}" if lsm["active_lsms"] is not None else f"unknown: {lsm.get('why')}",
+        ),
+        (
+            "cgroups",
+            f"{cg['layout']}; v2 controllers: {' '.join(cg['v2_controllers']) or 'none'}; "
+            f"v1 controllers: {' '.join(cg['v1_controllers']) or 'none'}",
+        ),
+    ]
+    print(f"PyIsolate doctor — Linux {host['kernel']}, {sys.prefix}", file=out)
+    print("\nHost mechanisms", file=out)
+    for name, text in rows:
+        print(f"  {name:17} {text}", file=out)
+    explain = {
+        "landlock": "seccomp + Landlock + rlimits: the design's reduced-guarantees fallback (no BPF-LSM)",
+        "none": "NO KERNEL GUARDS: sandboxes are refused unless their policy accepts reduced guarantees",
+        "full": "BPF-LSM + seccomp + Landlock + cgroups",
+    }
+    print(f"\nMode: {data['mode']} — {explain[data['mode']]}", file=out)
+    print("\nSecurity contract (SECURITY.md §2)", file=out)
+    for g in data["guarantees"]:
+        print(f"  {g['id']}. {g['name']}: {g['status'].upper()}", file=out)
+        print(f"       provided by: {g['mechanism']}", file=out)
+        if g.get("missing"):
+            print(f"       missing:     {g['missing']}", file=out)
