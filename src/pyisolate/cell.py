@@ -115,8 +115,8 @@ class CellSandbox:
             raise
         # From here on the thread owns the socket and the interpreter.
         # The thread restricts itself first; what it got goes into the create reply.
-        if not self._guarded.wait(GUARD_TIMEOUT):
-            raise kernel.GuardUnavailable(f"sandbox {name}: guards not applied within {GUARD_TIMEOUT}s")
+        if not self._guarded.wait(GUARD_TIMEOUT):  # the thread sees the error and runs nothing
+            self.guard_error = kernel.GuardUnavailable(f"sandbox {name}: guards not applied within {GUARD_TIMEOUT}s")
         if self.guard_error is not None:
             raise self.guard_error
         # Read from outside: the sandbox thread itself can no longer open /proc.

@@ -253,7 +253,11 @@ def probe() -> dict:
     bpf_lsm: dict = {"active_lsms": lsm}
     if lsm is None:
         bpf_lsm["bpf_in_lsm_list"] = None
-        bpf_lsm["why"] = "/sys/kernel/security/lsm unreadable (securityfs not mounted?)"
+        configured, source = _configured_lsms()
+        bpf_lsm["configured_lsms"] = configured
+        bpf_lsm["why"] = "/sys/kernel/security/lsm unreadable (securityfs not mounted?)" + (
+            f"; {source} {'lists' if 'bpf' in configured.split(',') else 'does not list'} bpf" if configured else ""
+        )
     else:
         bpf_lsm["bpf_in_lsm_list"] = "bpf" in lsm.split(",")
         if not bpf_lsm["bpf_in_lsm_list"]:
@@ -262,6 +266,24 @@ def probe() -> dict:
     host["bpf_lsm"] = bpf_lsm
     host["cgroup"] = _probe_cgroups()
     return host
+
+
+def _configured_lsms() -> tuple[str, str]:
+    """The LSM list the kernel was told to start (lsm= on its command line, else its
+    CONFIG_LSM): evidence only, when the active list cannot be read."""
+    for word in (_read("/proc/cmdline") or "").split():
+        if word.startswith("lsm="):
+            return word[4:], "the kernel command line's lsm="
+    try:
+        import gzip
+
+        with gzip.open("/proc/config.gz", "rt") as f:
+            for line in f:
+                if line.startswith("CONFIG_LSM="):
+                    return line.split("=", 1)[1].strip().strip('"'), "the kernel's CONFIG_LSM"
+    except (OSError, EOFError):
+        pass
+    return "", ""
 
 
 def _probe_cgroups() -> dict:

@@ -219,6 +219,48 @@ def test_cell_threads_are_not_restricted(supervisor, guarded, tmp_path):
     assert "bpf-lsm" in report.missing and "cgroup" in report.missing
 
 
+def test_cell_base_filter_covers_every_thread(python):
+    """The filter sitecustomize installs in every cell, applied to a plain process here."""
+    script = r"""
+import ctypes, json, os, threading, _pyisolate
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def x32():
+    return libc.syscall(0x40000000 | 39) == -1 and ctypes.get_errno()
+def attempt(fn):
+    try:
+        fn()
+        return 0
+    except OSError as exc:
+        return exc.errno
+out = {"x32_before": x32(), "filter": _pyisolate.seccomp_cell_filter()}
+def other_thread():  # started after the filter: TSYNC and inheritance both cover it
+    out["thread_execve"] = attempt(lambda: os.execv("/bin/true", ["/bin/true"]))
+t = threading.Thread(target=other_thread)
+t.start(); t.join()
+out["x32_after"] = x32()
+out["fork"] = attempt(os.fork)
+out["main_execve"] = attempt(lambda: os.execv("/bin/true", ["/bin/true"]))
+out["unshare"] = attempt(lambda: os.unshare(os.CLONE_NEWUSER))
+out["bpf"] = libc.syscall(321, 0, None, 0) == -1 and ctypes.get_errno()
+print(json.dumps(out))
+"""
+    level = subprocess.run(
+        [str(python), "-I", "-c", "import _pyisolate; print(_pyisolate.seccomp_api_level())"],
+        capture_output=True,
+        text=True,
+    )
+    need(level.stdout.strip() not in ("", "0"), f"no usable seccomp here: {level.stderr[-300:]}")
+    proc = subprocess.run([str(python), "-I", "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["x32_before"] == errno.ENOSYS  # no x32 ABI here: the kernel answers ENOSYS …
+    assert out["x32_after"] == errno.EPERM  # … the filter answers first
+    assert out["filter"]["kind"] == "deny-list" and out["filter"]["tsync"] is True
+    for key in ("thread_execve", "fork", "main_execve", "unshare", "bpf"):
+        assert out[key] == errno.EPERM, (key, out)
+
+
 def test_tcp_connect_only_to_policy_ports(supervisor, guarded, tmp_path):
     listeners = []
     for _ in range(2):
