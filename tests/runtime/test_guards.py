@@ -90,7 +90,9 @@ def dirs(tmp_path):
 def test_landlock_refuses_open_outside_the_policy(supervisor, guarded, dirs, tmp_path):
     inside, outside, scratch = dirs
     assert os.access(outside / "file.txt", os.R_OK) and os.access("/etc/hostname", os.R_OK)  # to us, yes
-    sb = guarded(supervisor.spawn("fs", policy_file(tmp_path, "fs", read=[str(inside)], write=[str(scratch)])))
+    missing = tmp_path / "not-there"
+    pol = policy_file(tmp_path, "fs", read=[str(inside), str(missing)], write=[str(scratch)])
+    sb = guarded(supervisor.spawn("fs", pol))
     result = run(
         sb,
         f"""
@@ -123,6 +125,7 @@ post({{
     report = sb.guards
     assert report["landlock"]["abi"] >= 1 and report["seccomp"]["kind"] == "allow-list"
     assert report["reduced"] == []
+    assert report["landlock"]["skipped"] == [[str(missing), "No such file or directory"]]
 
 
 def test_seccomp_refuses_exec_ptrace_bpf_socket_fork(supervisor, guarded, tmp_path):
