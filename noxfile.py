@@ -28,9 +28,10 @@ DIST = ROOT / "out" / "dist" / "current"
 DRIVER_ENV = {"PYTHONPATH": str(ROOT / "build")}
 
 
-def install(session: nox.Session, name: str) -> None:
+def install(session: nox.Session, name: str, binary_only: bool = True) -> None:
     """The one install helper: every Python dependency comes pinned, with hashes."""
-    session.install("--require-hashes", "--only-binary=:all:", "-r", str(ROOT / "requirements" / f"{name}.txt"))
+    only_binary = ["--only-binary=:all:"] if binary_only else []
+    session.install("--require-hashes", *only_binary, "-r", str(ROOT / "requirements" / f"{name}.txt"))
 
 
 def driver(session: nox.Session, *args: str) -> None:
@@ -143,7 +144,7 @@ def repro(session: nox.Session) -> None:
     (first, a), (second, b) = digests
     session.log(f"build 1: {a}\nbuild 2: {b}")
     if a != b:
-        install(session, "repro")  # diffoscope, pinned with hashes
+        install(session, "repro", binary_only=False)  # diffoscope: sdist only on PyPI; pinned with hashes
         session.run("diffoscope", "--text", str(work / "diffoscope.txt"), str(first), str(second), success_codes=[0, 1])
         session.error(f"the two builds differ; see {work / 'diffoscope.txt'}")
     session.log("reproducible: both builds gave the same tarball")

@@ -330,7 +330,11 @@ def step_install(the_plan: Plan, src: Path, work: Path, reporter: Reporter) -> P
     """Install into a staging tree and make it relocatable; return the staged prefix."""
     destdir = work / "destdir"
     with reporter.phase("install"):
-        reporter.run("install", ["make", "install", f"DESTDIR={destdir}"], src, build_env_from_configure())
+        # COMPILEALL_OPTS=-j1: with parallel workers, which files share a process decides
+        # marshal's reference flags, and the .pyc bytes vary from build to build.
+        reporter.run(
+            "install", ["make", "install", "COMPILEALL_OPTS=-j1", f"DESTDIR={destdir}"], src, build_env_from_configure()
+        )
         staged = work / "artefact" / "prefix"
         staged.parent.mkdir(parents=True)
         os.rename(destdir / PREFIX.lstrip("/"), staged)

@@ -89,7 +89,14 @@ def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter)
                 "-m",
                 "compileall",
                 "-q",
-                "-j0",
+                # One process and a fixed recorded path: a .pyc depends on the path it was
+                # compiled at and (through marshal's reference flags) on what the compiling
+                # process did before, so parallel or relocated compiles are not reproducible.
+                "-j1",
+                "-s",
+                str(staged),
+                "-p",
+                cpython.PREFIX,
                 "--invalidation-mode",
                 "checked-hash",
                 str(site / "pyisolate"),
