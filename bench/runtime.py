@@ -12,10 +12,12 @@ import argparse
 import json
 import os
 import platform
+import queue
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent import interpreters
 from pathlib import Path
@@ -139,6 +141,42 @@ def bench_rss(count: int) -> tuple[float, float]:
     return per_sandbox, float(per_process)
 
 
+def _open_close_worker(restrict, jobs: queue.SimpleQueue, results: queue.SimpleQueue) -> None:
+    if restrict is not None:
+        restrict()
+    path = os.path.join(os.path.dirname(os.__file__), "os.py")  # inside the policy's read roots
+    while (n := jobs.get()) is not None:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            os.close(os.open(path, os.O_RDONLY))
+        results.put((time.perf_counter() - t0) / n)
+
+
+def bench_guard_syscall(rounds: int, per_round: int) -> tuple[dict, dict]:
+    """open()+close() in a thread with a sandbox's kernel guards (Landlock + the seccomp
+    allow-list, applied by the same code a cell uses) vs a thread without, interleaved."""
+    from pyisolate import kernel
+    from pyisolate import policy as policy_mod
+
+    stdlib = os.path.dirname(os.__file__)
+    wire = policy_mod.load("stdlib-readonly").resolve(stdlib=stdlib, cwd=os.getcwd()).to_wire()
+    workers = {}
+    for name, restrict in (("plain", None), ("guarded", lambda: kernel.restrict_thread(wire, stdlib))):
+        jobs, results = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=_open_close_worker, args=(restrict, jobs, results), daemon=True).start()
+        workers[name] = (jobs, results)
+    samples: dict[str, list[float]] = {"plain": [], "guarded": []}
+    for i in range(rounds + 2):  # two warm-up rounds
+        for name, (jobs, results) in workers.items():
+            jobs.put(per_round)
+            took = results.get()
+            if i >= 2:
+                samples[name].append(took)
+    for jobs, _ in workers.values():
+        jobs.put(None)
+    return summary(samples["guarded"]), summary(samples["plain"])
+
+
 def bench_launcher(n: int) -> tuple[dict, dict]:
     launcher = [str(BIN / "pyisolate-python"), "-c", "pass"]
     plain = [sys.executable, "-I", "-c", "pass"]
@@ -202,11 +240,22 @@ def main() -> int:
             "target": "≤ 2 MiB",
         }
     )
+    guarded, unguarded = bench_guard_syscall(5 if args.quick else 40, 2000)
+    record(
+        "open()+close(), sandbox thread (Landlock + seccomp)",
+        "s",
+        guarded,
+        unguarded["median"],
+        "open()+close() in an unguarded thread, same process",
+        "",
+    )
     launched, bare = bench_launcher(5 if args.quick else 20)
     record("pyisolate-python -c pass", "s", launched, bare["median"], "python3.14t -I -c pass", "")
 
     def fmt(value, unit):
         if unit == "s":
+            if value < 1e-5:
+                return f"{value * 1e9:9.0f} ns"
             return f"{value * 1e6:9.1f} µs" if value < 1e-3 else f"{value * 1e3:9.2f} ms"
         return f"{value:9.0f} {unit}"
 
