@@ -50,13 +50,13 @@ def attach(cell) -> GuardReport:
     details: dict[str, str] = dict(NOT_YET)
     missing = ["bpf-lsm", "cgroup"]
 
-    base = prep.get("base_filter")
     if status.get("no_new_privs") == 1:
         attached.append("no-new-privs")
         details["no-new-privs"] = "set for the whole cell (kernel: NoNewPrivs 1)"
     else:
         missing.append("no-new-privs")
         details["no-new-privs"] = f"not set (kernel: {status})"
+    base = prep.get("base_filter")
     if base and status.get("seccomp") == 2:
         attached.append("seccomp-base")
         details["seccomp-base"] = f"{base['rules']}-rule deny-list on every thread of the cell (kernel: Seccomp 2)"
@@ -70,10 +70,15 @@ def attach(cell) -> GuardReport:
         missing.append(name)
         details[name] = prep.get(f"{levels[name]}_error") or prep.get("error") or "unavailable"
     if not unavailable:
-        attached += ["landlock", "seccomp", "rlimits"]
+        attached += ["landlock", "seccomp"]
         details["landlock"] = f"per sandbox thread, ABI {prep['landlock_abi']}: the policy's filesystem and TCP rules"
         details["seccomp"] = "per sandbox thread: an allow-list, EPERM for the rest"
+    if prep.get("rlimit_core") == 0:
+        attached.append("rlimits")
         details["rlimits"] = "RLIMIT_CORE=0; open files and CPU time where the cell hosts one sandbox"
+    else:
+        missing.append("rlimits")
+        details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
     complete = {"no-new-privs", "seccomp-base", "landlock", "seccomp"} <= set(attached)
     mode = "landlock" if complete else "none"
     return GuardReport(mode, tuple(attached), tuple(missing), MappingProxyType(details))

@@ -173,7 +173,12 @@ def apply_rlimits(limits: dict, exclusive: bool) -> dict:
     import resource
 
     shared = "not enforced: rlimits are per process and this cell is shared (use isolation='process')"
-    report: dict = {"core": "RLIMIT_CORE=0 (every cell)"}
+    prepared = cell_preparation or {}
+    report: dict = {
+        "core": "RLIMIT_CORE=0 (every cell)"
+        if prepared.get("rlimit_core") == 0
+        else f"core dumps not disabled: {prepared.get('rlimit_core_error', 'the cell preparation did not run')}"
+    }
     open_files, cpu_time = limits.get("open_files"), limits.get("cpu_time")
     if open_files is None:
         report["open_files"] = "no limit in the policy"

@@ -360,6 +360,20 @@ def test_sandboxes_refused_without_kernel_guards_unless_accepted(cell_python, tm
     shutil.rmtree(prefix)
 
 
+def test_accept_reduced_is_validated_and_explained():
+    from pyisolate import PolicyError
+    from pyisolate import policy as policy_mod
+
+    base = '[policy]\nname = "p"\n'
+    assert policy_mod.loads(base).accept_reduced is False
+    lax = policy_mod.loads(base + "[guards]\naccept_reduced = true\n")
+    assert lax.accept_reduced is True and "ACCEPTS REDUCED GUARANTEES" in lax.explain()
+    with pytest.raises(PolicyError, match=r"\[guards\]\.accept_reduced: must be true or false"):
+        policy_mod.loads(base + '[guards]\naccept_reduced = "yes"\n')
+    with pytest.raises(PolicyError, match="unknown key"):
+        policy_mod.loads(base + "[guards]\nrequire = true\n")
+
+
 def test_doctor_reports_each_guarantee(python, cell_python):
     proc = subprocess.run(
         [str(python.parent / "pyisolate"), "doctor", "--json"], capture_output=True, text=True, timeout=60
