@@ -26,6 +26,7 @@ from . import audit, cache, fetch, lock, patches, profiles, system
 from .errors import BuildError
 from .progress import Reporter
 
+BYTECODE_SCRIPT = Path(__file__).with_name("bytecode.py")
 BUILD_ROOT = Path("/var/tmp/pyisolate-build")  # fixed on purpose: see _build_dir
 PREFIX = "/opt/pyisolate"  # configure-time prefix; the installed tree is relocatable
 CONFIGURE_ARGS = (
@@ -153,7 +154,7 @@ def plan(repo: Repo, flavour_name: str, packages: dict[str, str] | None = None) 
         flavour=flavour,
         toolchain=system.toolchain_identity(flavour.cc, flavour.ldflags, dict(flavour.env)),
         packages=dict(sorted(packages.items())),
-        step_digest=cache.file_digest(Path(__file__), repo.probe),
+        step_digest=cache.file_digest(Path(__file__), BYTECODE_SCRIPT, repo.probe),
         flavour_files=flavour_files,
     )
 
@@ -338,8 +339,16 @@ def step_install(the_plan: Plan, src: Path, work: Path, reporter: Reporter) -> P
         staged = work / "artefact" / "prefix"
         staged.parent.mkdir(parents=True)
         os.rename(destdir / PREFIX.lstrip("/"), staged)
+        recompile_bytecode(staged, staged / "lib" / "python3.14t", f"{PREFIX}/lib/python3.14t", reporter)
         make_relocatable(staged)
     return staged
+
+
+def recompile_bytecode(prefix: Path, tree: Path, recorded: str, reporter: Reporter, *, hashed: bool = False) -> None:
+    """Rewrite every .pyc under `tree` reproducibly (see bytecode.py for why)."""
+    env = build_env_from_configure() | {"PYTHONHASHSEED": "0"}
+    cmd = [str(prefix / "bin" / "python3.14t"), "-S", str(BYTECODE_SCRIPT), str(tree), recorded]
+    reporter.run(f"bytecode-{tree.name}", [*cmd, *(["--hash"] if hashed else [])], prefix, env)
 
 
 # A script that is valid sh and valid Python: sh re-executes it with the interpreter next

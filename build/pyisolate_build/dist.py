@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from . import audit, cache, cpython, native, profiles
-from .errors import AuditError, BuildError
+from .errors import AuditError
 from .progress import Reporter
 
 DEFAULT_FLAVOUR = "hardened"
@@ -46,7 +45,7 @@ def _runtime_files(repo: cpython.Repo) -> list[Path]:
 
 
 def overlay_key(repo: cpython.Repo, base: Path, extension: Path) -> str:
-    digest = cache.file_digest(Path(__file__), *_runtime_files(repo))
+    digest = cache.file_digest(Path(__file__), cpython.BYTECODE_SCRIPT, *_runtime_files(repo))
     rel = [str(p.relative_to(repo.root)) for p in _runtime_files(repo)]
     native_artefact = f"{extension.parent.name}/{extension.name}"
     return cache.key(
@@ -82,31 +81,9 @@ def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter)
             path.write_text(_ENTRY.format(module=module))
             path.chmod(0o755)
         # Bytecode now, so cells (run with -B) never compile the runtime at start-up.
-        proc = subprocess.run(
-            [
-                str(staged / "bin" / "python3.14t"),
-                "-I",
-                "-m",
-                "compileall",
-                "-q",
-                # One process and a fixed recorded path: a .pyc depends on the path it was
-                # compiled at and (through marshal's reference flags) on what the compiling
-                # process did before, so parallel or relocated compiles are not reproducible.
-                "-j1",
-                "-s",
-                str(staged),
-                "-p",
-                cpython.PREFIX,
-                "--invalidation-mode",
-                "checked-hash",
-                str(site / "pyisolate"),
-                str(site / "sitecustomize.py"),
-            ],
-            capture_output=True,
-            text=True,
+        cpython.recompile_bytecode(
+            staged, site, f"{cpython.PREFIX}/lib/python3.14t/site-packages", reporter, hashed=True
         )
-        if proc.returncode != 0:
-            raise BuildError(f"compiling the runtime failed:\n{proc.stdout}{proc.stderr}")
         (work / "overlay.json").write_text(json.dumps({"key": key, "base": str(base)}, indent=1) + "\n")
         cache.publish(work, artefact)
     return prefix
