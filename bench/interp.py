@@ -5,8 +5,9 @@ plain gcc build (no hardening flags) as the baseline measured in the same run.
 
 Needs out/dist/plain, out/dist/hardened and out/dist/cfi (`./dev dist -- --flavour NAME`;
 `./dev bench` builds them). Each run starts every interpreter afresh (`-I -S -B`) in a
-rotating order and times each workload once after a warm-up; the table shows per-workload
-medians over the runs, each flavour's ratio to plain, and the geometric mean of the ratios.
+rotating order and times each workload once after a warm-up (CPU time of the process; wall
+time goes to the JSON too); the table shows per-workload medians over the runs, each
+flavour's ratio to plain, and the geometric mean of the ratios.
 The goal for the cfi flavour is a geometric mean ≤ 1.05; nothing here asserts it.
 
 The workloads are shipped in this file and fixed (sizes, seeds): nbody (float arithmetic),
@@ -322,13 +323,15 @@ WORKLOADS = {
 
 
 def worker(scale: int) -> dict:
-    """Inside the measured interpreter: warm up, then time each workload once."""
+    """Inside the measured interpreter: warm up, then time each workload once. The time
+    compared is the process's CPU time (the workloads are single-threaded), which other
+    processes on a shared machine disturb less than wall time; wall time is recorded too."""
     out = {}
     for name, fn in WORKLOADS.items():
         fn(1)  # warm-up: imports, specialisation
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         check = fn(scale)
-        out[name] = {"seconds": time.perf_counter() - t0, "check": check}
+        out[name] = {"seconds": time.process_time() - c0, "wall": time.perf_counter() - t0, "check": check}
     return out
 
 
@@ -352,8 +355,10 @@ def describe(python: Path) -> str:
     return out.stdout.strip()
 
 
-def measure(pythons: dict[str, Path], runs: int, scale: int) -> dict[str, dict[str, list[float]]]:
+def measure(pythons: dict[str, Path], runs: int, scale: int) -> tuple[dict, dict]:
+    """CPU-time and wall-time samples: flavour → workload → one value per run."""
     samples: dict[str, dict[str, list[float]]] = {f: {w: [] for w in WORKLOADS} for f in pythons}
+    walls: dict[str, dict[str, list[float]]] = {f: {w: [] for w in WORKLOADS} for f in pythons}
     checks: dict[str, set] = {w: set() for w in WORKLOADS}
     names = list(pythons)
     for run in range(runs):
@@ -369,12 +374,13 @@ def measure(pythons: dict[str, Path], runs: int, scale: int) -> dict[str, dict[s
             result = json.loads(proc.stdout)
             for name, value in result.items():
                 samples[flavour][name].append(value["seconds"])
+                walls[flavour][name].append(value["wall"])
                 checks[name].add(value["check"])
         print(f"  run {run + 1}/{runs} done", file=sys.stderr, flush=True)
     bad = [name for name, values in checks.items() if len(values) != 1]
     if bad:
         sys.exit(f"error: the builds computed different results for {bad}")
-    return samples
+    return samples, walls
 
 
 def main() -> int:
@@ -400,7 +406,7 @@ def main() -> int:
         flavours = (BASELINE, *flavours)
     pythons = interpreters(args.dist_dir, flavours)
     print(f"interpreter benchmark: {runs} runs x {len(WORKLOADS)} workloads, scale {scale}", file=sys.stderr)
-    samples = measure(pythons, runs, scale)
+    samples, walls = measure(pythons, runs, scale)
 
     medians = {f: {w: statistics.median(v) for w, v in per.items()} for f, per in samples.items()}
     ratios = {f: {w: medians[f][w] / medians[BASELINE][w] for w in WORKLOADS} for f in flavours}
@@ -418,7 +424,7 @@ def main() -> int:
             cells.append(f"{cell:>22}")
         print(f"{w:<{width}}" + "".join(cells))
     print(f"{'geomean':<{width}}" + "".join(f"{'' if f == BASELINE else f'{geomean[f]:.3f}x':>22}" for f in flavours))
-    print(f"ratios: median time / median time of '{BASELINE}' in this run; goal for cfi: ≤ 1.05")
+    print(f"CPU time; ratios: median / median of '{BASELINE}' in this run; goal for cfi: ≤ 1.05")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -437,6 +443,8 @@ def main() -> int:
                     "samples": samples[f][w],
                     "median": medians[f][w],
                     "ratio": ratios[f][w],
+                    "wall_samples": walls[f][w],
+                    "wall_median": statistics.median(walls[f][w]),
                 }
                 for f in flavours
                 for w in WORKLOADS
