@@ -18,6 +18,7 @@ def repo(tmp_path):
         "build/system-packages.txt",
         "build/toolchain-probe.c",
         "cpython-patches/series",
+        "cpython-patches/cfi-ignorelist.txt",
     ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
@@ -89,3 +90,55 @@ def test_toolchain_changes_the_key(repo, monkeypatch):
 def test_canonical_json_key():
     assert cache.key({"b": 1, "a": [1, 2]}) == cache.key({"a": [1, 2], "b": 1})
     assert cache.key({"a": 1}) != cache.key({"a": "1"})
+
+
+# --- the cfi flavour: build-only flags, placeholders, files named by the flags -------------
+
+
+@pytest.fixture
+def clang(repo):
+    from conftest import need
+
+    need(shutil.which("clang-19") is not None, "clang-19 is not installed (build/system-packages.txt)")
+    return repo
+
+
+def test_cfi_ignore_list_content_changes_the_key(clang):
+    before = key(clang, "cfi")
+    ignorelist = clang.patches / "cfi-ignorelist.txt"
+    ignorelist.write_text(ignorelist.read_text() + "src:*/Modules/other.c\n")
+    assert key(clang, "cfi") != before
+    assert "cpython-patches/cfi-ignorelist.txt" in cpython.plan(clang, "cfi", PACKAGES).inputs()["flavour_files"]
+
+
+def test_cfi_build_ldflags_and_env_change_the_key(clang):
+    before = key(clang, "cfi")
+    edit(clang.profiles, '"-Wl,-mllvm,-tail-dup-pred-size=5000",', "")
+    after_flags = key(clang, "cfi")
+    edit(clang.profiles, 'RANLIB = "llvm-ranlib-19"', 'RANLIB = "ranlib"')
+    assert len({before, after_flags, key(clang, "cfi")}) == 3
+
+
+def test_cache_and_checkout_location_do_not_change_the_key(clang, tmp_path, monkeypatch):
+    before = key(clang, "cfi")
+    monkeypatch.setenv("PYISOLATE_CACHE", str(tmp_path / "elsewhere"))
+    moved = tmp_path / "moved"
+    shutil.copytree(clang.root, moved)
+    assert key(cpython.Repo(moved), "cfi") == before
+
+
+def test_build_env_fills_in_placeholders_and_keeps_build_flags_apart(clang, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYISOLATE_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("CFLAGS_NODIST", "-O0")  # the caller's flags never reach the build
+    flavour = cpython.profiles.load(clang.profiles)["cfi"]
+    env = cpython.build_env(flavour, clang.root)
+    assert f"-Wl,--thinlto-cache-dir={tmp_path / 'c'}/thinlto" in env["LDFLAGS_NODIST"].split()
+    assert env["CFLAGS_NODIST"] == f"-fsanitize-ignorelist={clang.root}/cpython-patches/cfi-ignorelist.txt"
+    assert "{" not in env["CFLAGS"] + env["LDFLAGS"] and "thinlto" not in env["LDFLAGS"]
+    assert (env["CC"], env["AR"], env["RANLIB"]) == ("clang-19", "llvm-ar-19", "llvm-ranlib-19")
+
+
+def test_missing_file_named_by_the_flags_stops_the_plan(clang):
+    (clang.patches / "cfi-ignorelist.txt").unlink()
+    with pytest.raises(cpython.BuildError, match=r"cfi-ignorelist\.txt"):
+        key(clang, "cfi")
