@@ -348,6 +348,25 @@ cell_deny_list(struct builder *b)
     DENY(b, vhangup);
 }
 
+/* Check the rules, load the filter (on the calling thread, or with TSYNC on every thread
+ * of the process) and release the context: 0, or -1 with a Python exception set. */
+static int
+builder_load(struct builder *b, const char *phase, int tsync)
+{
+    int rc = builder_error(b, phase);
+    if (rc == 0 && tsync && seccomp_attr_set(b->ctx, SCMP_FLTATR_CTL_TSYNC, 1) < 0) {
+        PyErr_Format(PyExc_OSError, "seccomp: %s: TSYNC unavailable", phase);
+        rc = -1;
+    }
+    if (rc == 0 && (rc = seccomp_load(b->ctx)) < 0) {
+        errno = -rc;
+        PyErr_SetFromErrno(PyExc_OSError);
+        rc = -1;
+    }
+    seccomp_release(b->ctx);
+    return rc;
+}
+
 PyObject *
 pyi_seccomp_api_level(PyObject *module, PyObject *unused)
 {
@@ -367,17 +386,9 @@ pyi_seccomp_restrict_thread(PyObject *module, PyObject *args, PyObject *kwargs)
     if (builder_init(&b, SCMP_ACT_ERRNO(EPERM)) < 0)
         return NULL;
     thread_allow_list(&b, network, truncate_path, ffi);
-    if (builder_error(&b, "sandbox thread allow-list") < 0) {
-        seccomp_release(b.ctx);
-        return NULL;
-    }
     /* No TSYNC: the filter applies to this thread and the threads it creates. */
-    int rc = seccomp_load(b.ctx);
-    seccomp_release(b.ctx);
-    if (rc < 0) {
-        errno = -rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if (builder_load(&b, "sandbox thread allow-list", 0) < 0)
+        return NULL;
     return Py_BuildValue("{s:s,s:s,s:i,s:O,s:O}", "kind", "allow-list", "default", "EPERM", "rules", b.rules,
                          "network", network ? Py_True : Py_False, "ffi", ffi ? Py_True : Py_False);
 }
@@ -390,17 +401,8 @@ pyi_seccomp_cell_filter(PyObject *module, PyObject *unused)
     if (builder_init(&b, SCMP_ACT_ALLOW) < 0)
         return NULL;
     cell_deny_list(&b);
-    if (builder_error(&b, "cell base filter") < 0 || (seccomp_attr_set(b.ctx, SCMP_FLTATR_CTL_TSYNC, 1) < 0 &&
-                                                       (PyErr_SetString(PyExc_OSError, "seccomp: no TSYNC"), 1))) {
-        seccomp_release(b.ctx);
+    if (builder_load(&b, "cell base filter", 1) < 0)
         return NULL;
-    }
-    int rc = seccomp_load(b.ctx);
-    seccomp_release(b.ctx);
-    if (rc < 0) {
-        errno = -rc;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
     return Py_BuildValue("{s:s,s:s,s:i,s:O}", "kind", "deny-list", "default", "allow", "rules", b.rules, "tsync",
                          Py_True);
 }
