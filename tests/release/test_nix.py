@@ -21,8 +21,13 @@ def nix_instantiate():
 
 
 def nix_eval(nix_instantiate, expr):
-    proc = subprocess.run([nix_instantiate, "--eval", "--strict", "--json", "-E", expr], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [nix_instantiate, "--eval", "--strict", "--json", "-E", expr],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
