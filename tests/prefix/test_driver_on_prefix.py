@@ -27,7 +27,7 @@ def test_audit_passes_on_prefix(dist):
     assert "python3.14t" in proc.stderr and " 0 failed" in proc.stderr
     reports = json.loads((ROOT / "out" / "logs" / "audit.json").read_text())
     exe = next(r for r in reports if r["path"] == "bin/python3.14t")
-    assert {k: v["status"] for k, v in exe["checks"].items() if k not in ("ibt", "shstk")} == {
+    assert {k: v["status"] for k, v in exe["checks"].items() if k not in ("ibt", "shstk", "cfi")} == {
         "pie": "ok",
         "relro": "ok",
         "nx_stack": "ok",
@@ -36,6 +36,8 @@ def test_audit_passes_on_prefix(dist):
     }
     # CET: reported as missing, never claimed (see README: bookworm's crt objects).
     assert exe["checks"]["ibt"]["status"] in ("ok", "missing")
+    # CFI: reported only in this flavour (the cfi flavour requires it; tests/prefix/test_cfi.py).
+    assert exe["checks"]["cfi"]["status"] in ("ok", "missing")
 
 
 def test_second_dist_is_a_cache_hit(dist):
