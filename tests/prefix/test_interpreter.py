@@ -78,7 +78,17 @@ def test_two_interpreters_use_two_cores(python):
     need((os.cpu_count() or 1) >= 2, "needs at least 2 CPUs")
     # Both threads spin in their own interpreter; with a GIL the process could not use
     # more than ~1 CPU-second per wall second. Measured as CPU time over wall time of the
-    # same run, not as an absolute duration.
+    # same run, not as an absolute duration. Another busy process on the machine takes a
+    # core away from us, so the best of three runs counts.
+    ratios = []
+    for _ in range(3):
+        ratios.append(_parallel_ratio(python))
+        if ratios[-1] > 1.4:
+            return
+    pytest.fail(f"two interpreters never used more than one core: cpu/wall ratios {ratios}")
+
+
+def _parallel_ratio(python) -> float:
     out = run(
         python,
         """
@@ -97,7 +107,7 @@ def test_two_interpreters_use_two_cores(python):
     """,
     )
     m = json.loads(out)
-    assert m["cpu"] / m["wall"] > 1.4, m
+    return m["cpu"] / m["wall"]
 
 
 def test_hardening_flags_in_sysconfig(python):
