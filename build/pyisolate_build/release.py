@@ -167,43 +167,44 @@ class Cosign:
             raise BuildError(f"cosign generate-key-pair failed: {proc.stderr.strip()}")
         return directory / "cosign.key", directory / "cosign.pub"
 
-    def sign_blob(self, key: Path, blob: Path, bundle: Path, config: Path, password: str | None) -> None:
+    def _signing(
+        self, verb: str, key: Path, blob: Path, bundle: Path, config: Path, password: str | None, *extra: str
+    ) -> None:
+        """Run `cosign VERB` offline with the key; output is a bundle beside the blob."""
         proc = self.run(
-            "sign-blob",
+            verb,
             "--yes",
             "--key",
             str(key),
             "--signing-config",
             str(config),
+            *extra,
             "--bundle",
             str(bundle),
             str(blob),
             password=password,
         )
         if proc.returncode != 0:
-            raise BuildError(f"cosign sign-blob {blob.name} failed: {proc.stderr.strip()}")
+            raise BuildError(f"cosign {verb} {blob.name} failed: {proc.stderr.strip()}")
+
+    def sign_blob(self, key: Path, blob: Path, bundle: Path, config: Path, password: str | None) -> None:
+        self._signing("sign-blob", key, blob, bundle, config, password)
 
     def attest_blob(
         self, key: Path, blob: Path, predicate: Path, bundle: Path, config: Path, password: str | None
     ) -> None:
-        proc = self.run(
+        self._signing(
             "attest-blob",
-            "--yes",
-            "--key",
-            str(key),
-            "--signing-config",
-            str(config),
+            key,
+            blob,
+            bundle,
+            config,
+            password,
             "--predicate",
             str(predicate),
             "--type",
             "slsaprovenance1",
-            "--bundle",
-            str(bundle),
-            str(blob),
-            password=password,
         )
-        if proc.returncode != 0:
-            raise BuildError(f"cosign attest-blob {blob.name} failed: {proc.stderr.strip()}")
 
 
 def provenance(
