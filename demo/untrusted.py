@@ -25,7 +25,17 @@ here = os.path.dirname(os.path.abspath(__file__))
 attempt("read this script's own directory", lambda: sorted(os.listdir(here))[:3])
 attempt("read /etc/passwd", lambda: open("/etc/passwd").read())
 attempt("read ~/.ssh via os.open", lambda: os.open(os.path.expanduser("~/.ssh/id_rsa"), os.O_RDONLY))
-attempt("write next to the script", lambda: open(os.path.join(here, "pwned.txt"), "w").write("x"))
+
+
+def write_next_to_script():
+    path = os.path.join(here, "pwned.txt")
+    with open(path, "w") as f:
+        written = f.write("x")
+    os.remove(path)  # the plain run gets this far; leave the checkout as it was
+    return written
+
+
+attempt("write next to the script", write_next_to_script)
 attempt("run a process (os.system)", lambda: os.system("id"))
 attempt("run a process (subprocess)", lambda: __import__("subprocess").run(["id"]))
 attempt("open a network socket", lambda: __import__("socket").create_connection(("127.0.0.1", 22)))
