@@ -7,8 +7,9 @@ For every ELF file it reports:
   NX       a PT_GNU_STACK segment without PF_X
   SSP      imports __stack_chk_fail, or was compiled with -fstack-protector-strong/-all
            (recorded by -frecord-gcc-switches) and no function needed a canary
-  FORTIFY  imports a *_chk function, or was compiled with _FORTIFY_SOURCE>=2 and no call
-           site could be checked, or imports nothing fortifiable
+  FORTIFY  imports a *_chk function; or imports nothing fortifiable (n/a); or, for a file
+           whose recorded switches show a hardened compile but no call site had a known
+           size, "unproven" (gcc never records -D flags; the toolchain probe proves them)
   IBT/SHSTK the x86 GNU property note (GNU_PROPERTY_X86_FEATURE_1_AND) bits
   CFI      clang's cross-DSO control-flow integrity (-fsanitize=cfi-icall
            -fsanitize-cfi-cross-dso): the file exports __cfi_check (the CFI runtime finds

@@ -75,22 +75,20 @@ class Channel:
             first, fds = b"", []
         if not first:
             return None, fds
-        rest = self._read_exact(_HEADER.size - len(first), allow_eof=False) if len(first) < _HEADER.size else b""
-        (length,) = _HEADER.unpack(first + rest)
-        if length > MAX_FRAME:
-            self.close()
-            raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME}")
-        return decode(self._read_exact(length, allow_eof=False) or b""), fds
+        header = first + self._read_exact(_HEADER.size - len(first), allow_eof=False)
+        return decode(self._payload_after(header)), fds
 
     def recv_bytes(self) -> bytes | None:
         header = self._read_exact(_HEADER.size, allow_eof=True)
-        if header is None:
-            return None
+        return None if header is None else self._payload_after(header)
+
+    def _payload_after(self, header: bytes) -> bytes:
+        """The payload a frame header announces; the one place the size limit is checked."""
         (length,) = _HEADER.unpack(header)
         if length > MAX_FRAME:
             self.close()
             raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME}")
-        return self._read_exact(length, allow_eof=False) or b""
+        return self._read_exact(length, allow_eof=False)
 
     def _read_exact(self, n: int, allow_eof: bool) -> bytes | None:
         if n == 0:
