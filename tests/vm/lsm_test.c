@@ -1,0 +1,563 @@
+// SPDX-License-Identifier: GPL-2.0
+/* lsm_test: loads bpf/lsm.bpf.o (through its skeleton) inside a QEMU guest and watches
+ * every LSM program refuse a targeted task while untargeted tasks go on unaffected.
+ *
+ *   lsm_test --list   the names of every check, one a line (run on the host: the harness
+ *                     compares them with what the guest printed, so a check that never
+ *                     ran counts as failed)
+ *   lsm_test          run them (as root, in the guest); one line per check:
+ *                         VMTEST <name> PASS|FAIL <detail>
+ *                     and at the end: VMTEST-END passed=N failed=M
+ *
+ * Each check forks a child that waits on a pipe, marks it (task storage through a
+ * pidfd, its cgroup v2 id, or its tid in `pending`), lets it do one operation and
+ * compares the errno it exits with. Built statically (libbpf.a, libelf.a, libz.a) so the
+ * initramfs needs nothing else.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "lsm.h"
+#include "lsm.skel.h"
+
+#define POLICY 7
+#define CGROUP "/sys/fs/cgroup/pyi-vmtest"
+#define PIDFD_THREAD O_EXCL /* include/uapi/linux/pidfd.h, kernel >= 6.9 */
+
+static struct lsm_bpf *skel;
+static int passed, failed;
+static int port_allowed, port_denied;
+static __u64 cgroup_id;
+
+/* ---- the check table ------------------------------------------------------------ */
+
+struct check {
+	const char *name;
+	void (*run)(const struct check *);
+	int arg;
+};
+
+static void result(const struct check *c, int ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("VMTEST %s %s ", c->name, ok ? "PASS" : "FAIL");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	ok ? passed++ : failed++;
+}
+
+static const char *err_name(int e)
+{
+	return e == 0 ? "success" : e == EPERM ? "EPERM" : e == EACCES ? "EACCES" : strerror(e);
+}
+
+/* ---- operations a child performs; each returns 0 or an errno --------------------- */
+
+enum op { OP_READ, OP_WRITE, OP_UNLINK, OP_CONNECT, OP_EXEC, OP_PTRACE, OP_BPF, OP_FORK_READ };
+
+static int op_open(const char *path, int flags)
+{
+	int fd = open(path, flags);
+
+	if (fd < 0)
+		return errno;
+	close(fd);
+	return 0;
+}
+
+static int op_connect(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	int s = socket(AF_INET, SOCK_STREAM, 0), r;
+
+	if (s < 0)
+		return errno;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r = connect(s, (struct sockaddr *)&a, sizeof(a)) ? errno : 0;
+	close(s);
+	return r;
+}
+
+static int op_exec(void)
+{
+	char *argv[] = { "/bin/busybox", "true", NULL }, *envp[] = { NULL };
+
+	execve(argv[0], argv, envp);
+	return errno; /* success never comes back: busybox true exits 0 */
+}
+
+static int op_ptrace(void)
+{
+	/* attach to an own child: allowed by Yama's default scope, so only our hook refuses */
+	pid_t victim = fork();
+	int r;
+
+	if (victim == 0) {
+		pause();
+		_exit(0);
+	}
+	r = ptrace(PTRACE_ATTACH, victim, 0, 0) ? errno : 0;
+	kill(victim, SIGKILL);
+	waitpid(victim, NULL, 0);
+	return r;
+}
+
+static int op_bpf(void)
+{
+	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "vmtest", 4, 4, 1, NULL);
+
+	if (fd < 0)
+		return -fd;
+	close(fd);
+	return 0;
+}
+
+static int op_fork_read(const char *path)
+{
+	pid_t pid = fork();
+	int st;
+
+	if (pid == 0)
+		_exit(op_open(path, O_RDONLY));
+	if (pid < 0 || waitpid(pid, &st, 0) < 0 || !WIFEXITED(st))
+		return 250;
+	return WEXITSTATUS(st);
+}
+
+static int do_op(enum op op, const char *path, int port)
+{
+	switch (op) {
+	case OP_READ: return op_open(path, O_RDONLY);
+	case OP_WRITE: return op_open(path, O_WRONLY);
+	case OP_UNLINK: return unlink(path) ? errno : 0;
+	case OP_CONNECT: return op_connect(port);
+	case OP_EXEC: return op_exec();
+	case OP_PTRACE: return op_ptrace();
+	case OP_BPF: return op_bpf();
+	case OP_FORK_READ: return op_fork_read(path);
+	}
+	return 251;
+}
+
+/* ---- targeting -------------------------------------------------------------------- */
+
+enum target { T_NONE, T_TASK, T_CGROUP, T_PENDING };
+static const char *target_name[] = { "untargeted", "task", "cgroup", "pending" };
+
+static int mark_task(pid_t pid, const struct pyi_mark *mark, unsigned int pidfd_flags)
+{
+	int pidfd = syscall(SYS_pidfd_open, pid, pidfd_flags), r;
+
+	if (pidfd < 0)
+		return -errno;
+	r = bpf_map_update_elem(bpf_map__fd(skel->maps.task_marks), &pidfd, mark, BPF_ANY);
+	close(pidfd);
+	return r;
+}
+
+static void pending_add(pid_t tid, const struct pyi_mark *mark)
+{
+	__u32 key = tid;
+
+	bpf_map_update_elem(bpf_map__fd(skel->maps.pending), &key, mark, BPF_ANY);
+	__atomic_add_fetch(&skel->bss->pending_count, 1, __ATOMIC_SEQ_CST);
+}
+
+/* True when the hook moved the tid's mark into task storage (and removed it). */
+static int pending_done(pid_t tid)
+{
+	struct pyi_mark m;
+	__u32 key = tid;
+	int consumed = bpf_map_lookup_elem(bpf_map__fd(skel->maps.pending), &key, &m) != 0;
+
+	if (!consumed)
+		bpf_map_delete_elem(bpf_map__fd(skel->maps.pending), &key);
+	__atomic_sub_fetch(&skel->bss->pending_count, 1, __ATOMIC_SEQ_CST);
+	return consumed;
+}
+
+static int join_cgroup(pid_t pid)
+{
+	char buf[32];
+	int fd = open(CGROUP "/cgroup.procs", O_WRONLY), n, r;
+
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d", pid);
+	r = write(fd, buf, n) == n ? 0 : -errno;
+	close(fd);
+	return r;
+}
+
+/* Fork a child, target it with `flags`, let it run `op`; return its errno (0: done),
+ * or a negative errno when the targeting itself failed. */
+static int run_child(enum target t, __u32 flags, enum op op, const char *path, int port)
+{
+	struct pyi_mark mark = { .policy = POLICY, .flags = flags };
+	int go[2], st, r = 0;
+	pid_t pid;
+
+	if (pipe(go))
+		return -errno;
+	pid = fork();
+	if (pid == 0) {
+		char c;
+
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(252);
+		_exit(do_op(op, path, port));
+	}
+	close(go[0]);
+	if (t == T_TASK)
+		r = mark_task(pid, &mark, 0);
+	else if (t == T_CGROUP)
+		r = bpf_map_update_elem(bpf_map__fd(skel->maps.cgroup_marks), &cgroup_id, &mark, BPF_ANY) ?: join_cgroup(pid);
+	else if (t == T_PENDING)
+		pending_add(pid, &mark);
+	if (write(go[1], "g", 1) != 1 && !r)
+		r = -EPIPE;
+	close(go[1]);
+	waitpid(pid, &st, 0);
+	if (t == T_CGROUP)
+		bpf_map_delete_elem(bpf_map__fd(skel->maps.cgroup_marks), &cgroup_id);
+	if (t == T_PENDING && !pending_done(pid) && !r)
+		r = -ENOENT; /* the hook never took the mark */
+	if (r)
+		return r;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 253;
+}
+
+/* ---- checks ------------------------------------------------------------------------ */
+
+struct op_check {
+	enum target target;
+	__u32 flags;
+	enum op op;
+	const char *path;
+	int port_is_denied;
+	int expect;
+};
+
+static const struct op_check op_checks[];
+
+static void check_op(const struct check *c)
+{
+	const struct op_check *o = &op_checks[c->arg];
+	int port = o->port_is_denied ? port_denied : port_allowed;
+	int r = run_child(o->target, o->flags, o->op, o->path, port);
+
+	if (r < 0)
+		result(c, 0, "targeting (%s) failed: %s", target_name[o->target], strerror(-r));
+	else
+		result(c, r == o->expect, "%s: %s, expected %s", target_name[o->target], err_name(r),
+		       err_name(o->expect));
+}
+
+#define FS PYI_MARK_FS
+#define NET PYI_MARK_NET
+/* The operations of every program: targeted (refused), allowed by a rule, untargeted. */
+static const struct op_check op_checks[] = {
+	{ T_TASK, FS, OP_READ, "/srv/secret/file", 0, EACCES },
+	{ T_TASK, FS, OP_READ, "/srv/allowed/file", 0, 0 },
+	{ T_TASK, FS, OP_READ, "/srv/allowed/mnt/file", 0, 0 },
+	{ T_TASK, FS, OP_READ, "/srv/ro/file", 0, 0 },
+	{ T_TASK, FS, OP_WRITE, "/srv/ro/file", 0, EACCES },
+	{ T_TASK, FS, OP_FORK_READ, "/srv/secret/file", 0, EACCES },
+	{ T_CGROUP, FS, OP_READ, "/srv/secret/file", 0, EACCES },
+	{ T_CGROUP, FS, OP_READ, "/srv/allowed/file", 0, 0 },
+	{ T_PENDING, FS, OP_READ, "/srv/secret/file", 0, EACCES },
+	{ T_NONE, 0, OP_READ, "/srv/secret/file", 0, 0 },
+	{ T_TASK, NET | FS, OP_READ, "/srv/secret/file", 0, EACCES }, /* flags combine */
+	{ T_TASK, NET, OP_READ, "/srv/secret/file", 0, 0 },           /* ...and only apply when set */
+	/* inode_unlink */
+	{ T_TASK, FS, OP_UNLINK, "/srv/ro/victim1", 0, EACCES },
+	{ T_TASK, FS, OP_UNLINK, "/srv/allowed/victim1", 0, 0 },
+	{ T_CGROUP, FS, OP_UNLINK, "/srv/ro/victim2", 0, EACCES },
+	{ T_NONE, 0, OP_UNLINK, "/srv/ro/victim3", 0, 0 },
+	/* socket_connect */
+	{ T_TASK, NET, OP_CONNECT, 0, 1, EPERM },
+	{ T_TASK, NET, OP_CONNECT, 0, 0, 0 },
+	{ T_CGROUP, NET, OP_CONNECT, 0, 1, EPERM },
+	{ T_NONE, 0, OP_CONNECT, 0, 1, 0 },
+	/* bprm_check_security */
+	{ T_TASK, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM },
+	{ T_CGROUP, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM },
+	{ T_NONE, 0, OP_EXEC, 0, 0, 0 },
+	/* ptrace_access_check */
+	{ T_TASK, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM },
+	{ T_CGROUP, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM },
+	{ T_NONE, 0, OP_PTRACE, 0, 0, 0 },
+	/* bpf */
+	{ T_TASK, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM },
+	{ T_CGROUP, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM },
+	{ T_NONE, 0, OP_BPF, 0, 0, 0 },
+};
+
+/* One thread of a process targeted, its sibling not. With `use_pidfd`, through a
+ * PIDFD_THREAD pidfd where the kernel has them (>= 6.9), else through `pending`. */
+static pid_t thr_tid;
+static int thr_go, thr_res = -1;
+
+static void *thr_main(void *arg)
+{
+	(void)arg;
+	__atomic_store_n(&thr_tid, (pid_t)syscall(SYS_gettid), __ATOMIC_SEQ_CST);
+	while (!__atomic_load_n(&thr_go, __ATOMIC_SEQ_CST))
+		sched_yield();
+	thr_res = op_open("/srv/secret/file", O_RDONLY);
+	return NULL;
+}
+
+static void check_thread(const struct check *c)
+{
+	struct pyi_mark mark = { .policy = POLICY, .flags = PYI_MARK_FS };
+	const char *how = "pending";
+	pthread_t t;
+	int sibling, r = 0;
+
+	thr_tid = 0, thr_go = 0, thr_res = -1;
+	pthread_create(&t, NULL, thr_main, NULL);
+	while (!__atomic_load_n(&thr_tid, __ATOMIC_SEQ_CST))
+		sched_yield();
+	if (c->arg && mark_task(thr_tid, &mark, PIDFD_THREAD) == 0)
+		how = "PIDFD_THREAD";
+	else
+		pending_add(thr_tid, &mark);
+	__atomic_store_n(&thr_go, 1, __ATOMIC_SEQ_CST);
+	pthread_join(t, NULL);
+	sibling = op_open("/srv/secret/file", O_RDONLY);
+	if (strcmp(how, "pending") == 0 && !pending_done(thr_tid))
+		r = ENOENT;
+	result(c, !r && thr_res == EACCES && sibling == 0, "thread %d (%s): %s, sibling thread: %s%s", thr_tid, how,
+	       err_name(thr_res), err_name(sibling), r ? ", mark never taken" : "");
+}
+
+/* Every hook reported its refusals, each with the policy and the refused task. */
+static int counts[32][3];
+
+static int on_event(void *ctx, void *data, size_t size)
+{
+	const struct pyi_event *e = data;
+
+	(void)ctx;
+	if (size >= sizeof(*e) && e->hook < 32 && e->source < 3 && e->policy == POLICY)
+		counts[e->hook][e->source]++;
+	return 0;
+}
+
+static void check_events(const struct check *c)
+{
+	static int drained;
+
+	if (!drained) {
+		struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(skel->maps.events), on_event, NULL, NULL);
+
+		if (rb) {
+			ring_buffer__consume(rb);
+			ring_buffer__free(rb);
+		}
+		drained = 1;
+	}
+	int task = counts[c->arg][PYI_SOURCE_TASK], cgroup = counts[c->arg][PYI_SOURCE_CGROUP];
+	result(c, task > 0 && cgroup > 0, "ring buffer events: %d from task marks, %d from cgroup marks", task, cgroup);
+}
+
+static void check_loaded(const struct check *c)
+{
+	result(c, skel != NULL, "lsm.bpf.o loaded and its %d programs attached", 7);
+}
+
+#define OP(name, i) { name, check_op, i }
+static const struct check checks[] = {
+	{ "load-attach", check_loaded, 0 },
+	OP("file_open.task.outside-rules.denied", 0),
+	OP("file_open.task.rule-dir.allowed", 1),
+	OP("file_open.task.rule-dir-across-mount.allowed", 2),
+	OP("file_open.task.read-only-rule.read-allowed", 3),
+	OP("file_open.task.read-only-rule.write-denied", 4),
+	OP("file_open.task.forked-child-inherits.denied", 5),
+	OP("file_open.cgroup.outside-rules.denied", 6),
+	OP("file_open.cgroup.rule-dir.allowed", 7),
+	OP("file_open.pending-tid.denied", 8),
+	OP("file_open.untargeted.allowed", 9),
+	OP("file_open.task.fs-and-net-flags.denied", 10),
+	OP("file_open.task.net-flag-only.allowed", 11),
+	{ "file_open.thread.pending.denied-sibling-allowed", check_thread, 0 },
+	{ "file_open.thread.pidfd-or-pending.denied-sibling-allowed", check_thread, 1 },
+	OP("inode_unlink.task.no-unlink-right.denied", 12),
+	OP("inode_unlink.task.unlink-right.allowed", 13),
+	OP("inode_unlink.cgroup.no-unlink-right.denied", 14),
+	OP("inode_unlink.untargeted.allowed", 15),
+	OP("socket_connect.task.no-rule.denied", 16),
+	OP("socket_connect.task.rule.allowed", 17),
+	OP("socket_connect.cgroup.no-rule.denied", 18),
+	OP("socket_connect.untargeted.allowed", 19),
+	OP("bprm_check_security.task.denied", 20),
+	OP("bprm_check_security.cgroup.denied", 21),
+	OP("bprm_check_security.untargeted.allowed", 22),
+	OP("ptrace_access_check.task.denied", 23),
+	OP("ptrace_access_check.cgroup.denied", 24),
+	OP("ptrace_access_check.untargeted.allowed", 25),
+	OP("bpf.task.denied", 26),
+	OP("bpf.cgroup.denied", 27),
+	OP("bpf.untargeted.allowed", 28),
+	{ "events.file_open", check_events, PYI_HOOK_FILE_OPEN },
+	{ "events.inode_unlink", check_events, PYI_HOOK_INODE_UNLINK },
+	{ "events.socket_connect", check_events, PYI_HOOK_LSM_CONNECT },
+	{ "events.bprm_check_security", check_events, PYI_HOOK_EXEC },
+	{ "events.ptrace_access_check", check_events, PYI_HOOK_PTRACE },
+	{ "events.bpf", check_events, PYI_HOOK_BPF },
+};
+#define N_CHECKS (sizeof(checks) / sizeof(checks[0]))
+
+/* ---- the guest's files, listeners and rules ------------------------------------------ */
+
+static void die(const char *what)
+{
+	printf("VMTEST-SETUP-ERROR %s: %s\n", what, strerror(errno));
+	fflush(stdout);
+	exit(2);
+}
+
+static void write_file(const char *path)
+{
+	int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+
+	if (fd < 0 || write(fd, "x\n", 2) != 2 || close(fd))
+		die(path);
+}
+
+static void fs_rule(const char *path, __u32 bits)
+{
+	struct stat st;
+	struct pyi_fs_key key = { .policy = POLICY };
+
+	if (stat(path, &st))
+		die(path);
+	key.dev = (__u32)st.st_dev;
+	key.ino = st.st_ino;
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.fs_rules), &key, &bits, BPF_ANY))
+		die("fs_rules update");
+}
+
+static int listener(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 64) ||
+	    getsockname(s, (struct sockaddr *)&a, &len))
+		die("listen on 127.0.0.1");
+	return ntohs(a.sin_port);
+}
+
+static void setup(void)
+{
+	const char *dirs[] = { "/srv", "/srv/allowed", "/srv/allowed/mnt", "/srv/ro", "/srv/secret" };
+	struct pyi_rule_key net = { .policy = POLICY, .family = AF_INET };
+	struct stat st;
+	__u8 one = 1;
+
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (mkdir(dirs[i], 0755) && errno != EEXIST)
+			die(dirs[i]);
+	/* another filesystem below a rule's directory: the walk crosses the mount point */
+	if (mount("vmtest", "/srv/allowed/mnt", "tmpfs", 0, NULL))
+		die("mount tmpfs on /srv/allowed/mnt");
+	write_file("/srv/allowed/file");
+	write_file("/srv/allowed/mnt/file");
+	write_file("/srv/allowed/victim1");
+	write_file("/srv/ro/file");
+	write_file("/srv/secret/file");
+	for (int i = 1; i <= 3; i++) {
+		char p[32];
+
+		snprintf(p, sizeof(p), "/srv/ro/victim%d", i);
+		write_file(p);
+	}
+	fs_rule("/srv/allowed", PYI_FS_READ | PYI_FS_WRITE | PYI_FS_UNLINK);
+	fs_rule("/srv/ro", PYI_FS_READ);
+
+	port_allowed = listener();
+	port_denied = listener();
+	net.port = port_allowed;
+	inet_pton(AF_INET, "127.0.0.1", net.addr);
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rules), &net, &one, BPF_ANY))
+		die("rules update");
+
+	if (mkdir(CGROUP, 0755) && errno != EEXIST)
+		die(CGROUP);
+	if (stat(CGROUP, &st))
+		die(CGROUP);
+	cgroup_id = st.st_ino;
+	printf("VMTEST-INFO ports allowed=%d denied=%d cgroup=%llu\n", port_allowed, port_denied,
+	       (unsigned long long)cgroup_id);
+}
+
+static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	printf("VMTEST-LIBBPF ");
+	return vprintf(fmt, ap);
+}
+
+int main(int argc, char **argv)
+{
+	int err;
+
+	if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+		for (size_t i = 0; i < N_CHECKS; i++)
+			printf("%s\n", checks[i].name);
+		return 0;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	libbpf_set_print(libbpf_log);
+	skel = lsm_bpf__open();
+	if (!skel)
+		printf("VMTEST-INFO open failed: %s\n", strerror(errno));
+	else if ((err = lsm_bpf__load(skel)) || (err = lsm_bpf__attach(skel))) {
+		printf("VMTEST-INFO load/attach failed: %s\n", strerror(-err));
+		lsm_bpf__destroy(skel);
+		skel = NULL;
+	}
+	if (skel)
+		setup();
+	for (size_t i = 0; i < N_CHECKS; i++) {
+		if (skel || checks[i].run == check_loaded)
+			checks[i].run(&checks[i]);
+		else
+			result(&checks[i], 0, "not run: the object did not load");
+	}
+	printf("VMTEST-END passed=%d failed=%d\n", passed, failed);
+	if (skel)
+		lsm_bpf__destroy(skel);
+	return failed ? 1 : 0;
+}

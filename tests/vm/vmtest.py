@@ -1,0 +1,319 @@
+"""The VM test of the BPF-LSM programs (`nox -s vmtest`).
+
+This host refuses every LSM program load, so bpf/lsm.bpf.o is tested in QEMU guests
+(TCG) booting Debian's stock kernels. Steps:
+
+  1. the kernels (every `vmtest-linux-*` entry of build/sources.lock) and busybox-static,
+     fetched and verified by the driver, unpacked into the cache;
+  2. the BPF objects built by the driver's bpf step (so the object tested is the one
+     bpf/manifest.lock pins), and tests/vm/lsm_test.c linked statically against its
+     skeleton, libbpf.a, libelf.a, libz.a, libzstd.a;
+  3. an initramfs: busybox, lsm_test, an /init that mounts what it needs and runs it;
+  4. each kernel booted with lsm=landlock,lockdown,yama,bpf: every check `lsm_test
+     --list` names must print PASS;
+  5. the negative control: one kernel booted without `bpf` in lsm=. No check whose name
+     ends in `.denied` may pass there (a refusal that survives comes from something else
+     than our programs), and the run as a whole must fail.
+
+    python tests/vm/vmtest.py [--kernel NAME ...] [--no-control] [--json FILE]
+(with PYTHONPATH=build; the nox session sets it). Exit status 0 only when all of it held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import initramfs
+from pyisolate_build import bpf, cache, cpython, fetch, lock
+from pyisolate_build.progress import Reporter
+
+ROOT = Path(__file__).resolve().parents[2]
+REPO = cpython.Repo(ROOT)
+HERE = Path(__file__).resolve().parent
+LSM_ON = "landlock,lockdown,yama,bpf"
+LSM_OFF = "landlock,lockdown,yama"
+KERNEL_PREFIX = "vmtest-linux-"
+LINK_LIBS = ("-lbpf", "-lelf", "-lz", "-lzstd", "-lpthread")
+LINE = re.compile(r"^VMTEST (\S+) (PASS|FAIL) ?(.*)$")
+INFO = re.compile(r"VMTEST-INFO kernel=\S+ lsm=(\S*)")
+EXIT = re.compile(r"VMTEST-EXIT status=\d+ uptime=([0-9.]+)")
+
+INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t securityfs securityfs /sys/kernel/security
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmpfs /tmp
+ifconfig lo 127.0.0.1 up
+echo "VMTEST-INFO kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm) uptime=$(cut -d' ' -f1 /proc/uptime)"
+/lsm_test
+echo "VMTEST-EXIT status=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
+poweroff -f
+"""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str  # the lock entry's name without the prefix: "6.1", "6.12"
+    version: str
+    vmlinuz: Path
+
+
+@dataclass
+class Boot:
+    label: str
+    kernel: Kernel
+    lsm: str
+    seconds: float
+    guest_seconds: float | None
+    qemu_status: int | None
+    lsm_active: str = ""
+    results: dict[str, tuple[str, str]] = field(default_factory=dict)
+    log: Path | None = None
+
+    def status(self, name: str) -> str:
+        return self.results.get(name, ("MISSING", ""))[0]
+
+
+# ---- inputs -----------------------------------------------------------------------------
+
+
+def _unpack(deb: Path, dest: Path, members: list[str]) -> None:
+    """Extract `members` (tar globs) of a .deb into dest, atomically (temp + rename)."""
+    if dest.is_dir():
+        return
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(tmp), "--wildcards", *members], stdin=tar.stdout, check=True)
+    if tar.wait() != 0:
+        raise SystemExit(f"{deb}: dpkg-deb failed")
+    os.replace(tmp, dest)
+
+
+def kernels(sources: dict[str, lock.Source], cache_root: Path, log) -> list[Kernel]:
+    found = []
+    for name, source in sorted(sources.items()):
+        if not name.startswith(KERNEL_PREFIX):
+            continue
+        deb = fetch.fetch(source, cache_root / "downloads", log)
+        dest = cache_root / "tools" / f"{name}-{source.sha256[:12]}"
+        _unpack(deb, dest, ["./boot/vmlinuz-*", "./boot/config-*"])
+        config = next((dest / "boot").glob("config-*")).read_text()
+        for option in ("CONFIG_BPF_LSM=y", "CONFIG_DEBUG_INFO_BTF=y", "CONFIG_BPF_SYSCALL=y"):
+            if f"\n{option}\n" not in config:
+                raise SystemExit(f"{source.filename}: the kernel lacks {option}; it cannot run the test")
+        found.append(Kernel(name.removeprefix(KERNEL_PREFIX), source.version, next((dest / "boot").glob("vmlinuz-*"))))
+    if not found:
+        raise SystemExit(f"{REPO.lock}: no {KERNEL_PREFIX}* entry: no kernel to boot")
+    return sorted(found, key=lambda k: tuple(int(p) for p in k.name.split(".")))
+
+
+def busybox(sources: dict[str, lock.Source], cache_root: Path, log) -> Path:
+    source = sources["vmtest-busybox"]
+    deb = fetch.fetch(source, cache_root / "downloads", log)
+    dest = cache_root / "tools" / f"busybox-{source.sha256[:12]}"
+    _unpack(deb, dest, ["./bin/busybox"])
+    return dest / "bin" / "busybox"
+
+
+def build_loader(artefact: Path, work: Path, reporter: Reporter) -> Path:
+    """lsm_test, linked statically with the skeleton of the object the bpf step built."""
+    out = work / "lsm_test"
+    cmd = ["gcc", "-O2", "-Wall", "-Werror", "-static", f"-I{artefact}", f"-I{ROOT / 'bpf'}"]
+    cmd += [str(HERE / "lsm_test.c"), "-o", str(out), *LINK_LIBS]
+    reporter.run("vmtest-loader", cmd, work)
+    return out
+
+
+def check_names(loader: Path) -> list[str]:
+    proc = subprocess.run([str(loader), "--list"], capture_output=True, text=True, check=True)
+    return proc.stdout.split()
+
+
+def make_initramfs(box: Path, loader: Path, out: Path) -> None:
+    entries = [initramfs.directory(d) for d in ("bin", "dev", "proc", "sys", "tmp", "srv")]
+    entries += [
+        initramfs.char_device("dev/console", 5, 1),
+        initramfs.char_device("dev/null", 1, 3, 0o666),
+        initramfs.file("bin/busybox", box.read_bytes(), executable=True),
+        initramfs.file("lsm_test", loader.read_bytes(), executable=True),
+        initramfs.file("init", INIT.encode(), executable=True),
+    ]
+    initramfs.write(entries, out)
+
+
+# ---- boots ------------------------------------------------------------------------------
+
+
+def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout: float) -> Boot:
+    log = logs / f"{label}.log"
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "512M"]
+    cmd += ["-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
+    cmd += ["-append", f"console=ttyS0 panic=-1 quiet lsm={lsm}"]
+    start = time.monotonic()
+    status: int | None
+    with log.open("wb") as out:
+        try:
+            status = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            status = None
+    result = Boot(label, kernel, lsm, time.monotonic() - start, None, status, log=log)
+    for raw in log.read_bytes().decode(errors="replace").splitlines():
+        line = raw.strip("\r")
+        if m := LINE.match(line):
+            result.results[m.group(1)] = (m.group(2), m.group(3))
+        elif m := INFO.search(line):  # the first line may follow the firmware's escape codes
+            result.lsm_active = m.group(1)
+        elif m := EXIT.search(line):
+            result.guest_seconds = float(m.group(1))
+    return result
+
+
+# ---- verdict ----------------------------------------------------------------------------
+
+
+def verdict(names: list[str], boots: list[Boot], control: Boot | None) -> list[str]:
+    """Every problem found; empty when the test passed."""
+    problems = []
+    for b in boots:
+        bad = [n for n in names if b.status(n) != "PASS"]
+        if bad:
+            problems.append(f"{b.label}: {len(bad)} check(s) not passed: {', '.join(bad)} (log {b.log})")
+        extra = sorted(set(b.results) - set(names))
+        if extra:
+            problems.append(f"{b.label}: checks printed that --list does not name: {extra}")
+        if "bpf" not in b.lsm_active.split(","):
+            problems.append(f"{b.label}: the guest's active LSMs are {b.lsm_active!r}, without bpf")
+    if control is not None:
+        if "bpf" in control.lsm_active.split(","):
+            problems.append(f"{control.label}: the control guest has bpf among its LSMs ({control.lsm_active!r})")
+        if not control.results:
+            problems.append(f"{control.label}: the control printed no results (log {control.log})")
+        held = [n for n in names if n.endswith(".denied") and control.status(n) == "PASS"]
+        if held:
+            problems.append(f"{control.label}: refusals held without the bpf LSM (so they are not ours): {held}")
+        if all(control.status(n) == "PASS" for n in names):
+            problems.append(f"{control.label}: the negative control passed")
+    return problems
+
+
+def report(console: Console, names: list[str], boots: list[Boot], control: Boot | None) -> None:
+    runs = boots + ([control] if control else [])
+    table = Table(title="BPF-LSM checks in QEMU guests", title_justify="left")
+    table.add_column("check")
+    for b in runs:
+        table.add_column(f"{b.label}\n{b.kernel.version}\nlsm=…{b.lsm.rsplit(',', 1)[-1]}")
+    style = {"PASS": "green", "FAIL": "red", "MISSING": "red"}
+    for n in names:
+        table.add_row(n, *(f"[{style[b.status(n)]}]{b.status(n)}[/]" for b in runs))
+    table.add_row(
+        "boot wall / guest uptime (s)",
+        *(f"{b.seconds:.1f} / {b.guest_seconds if b.guest_seconds is not None else '-'}" for b in runs),
+    )
+    console.print(table)
+    for b in runs:
+        failing = [(n, b.results[n][1]) for n in names if b.status(n) == "FAIL"]
+        if b is not control:
+            for n, detail in failing:
+                console.print(f"  {b.label} {n}: {detail}")
+        passed = sum(b.status(n) == "PASS" for n in names)
+        console.print(
+            f"{b.label}: kernel {b.kernel.version}, active LSMs {b.lsm_active or '?'}: {passed}/{len(names)} passed, "
+            f"qemu exit {b.qemu_status}, {b.seconds:.1f}s"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernel", action="append", help="boot only these (6.1, 6.12, ...)")
+    parser.add_argument("--no-control", action="store_true", help="skip the negative control boot")
+    parser.add_argument("--control-kernel", default=None, help="kernel of the negative control (default: newest)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per boot")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args(argv)
+
+    console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
+    out = ROOT / "out" / "vmtest"
+    out.mkdir(parents=True, exist_ok=True)
+    reporter = Reporter(ROOT / "out" / "logs", Console(stderr=True, highlight=False))
+    started = time.monotonic()
+
+    cache_root = cache.root()
+    sources = lock.load(REPO.lock)
+    available = kernels(sources, cache_root, reporter.info)
+    chosen = [k for k in available if not args.kernel or k.name in args.kernel]
+    if args.kernel and len(chosen) != len(set(args.kernel)):
+        raise SystemExit(f"unknown kernel among {args.kernel}; the lock has {[k.name for k in available]}")
+    box = busybox(sources, cache_root, reporter.info)
+    artefact = bpf.build(REPO, reporter)
+    with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
+        work = Path(tmp)
+        with reporter.phase("vmtest-build", "lsm_test + initramfs"):
+            loader = build_loader(artefact, work, reporter)
+            names = check_names(loader)
+            initrd = out / "initramfs.cpio.gz"
+            make_initramfs(box, loader, initrd)
+    prepared = time.monotonic() - started
+
+    boots: list[Boot] = []
+    for k in chosen:
+        with reporter.phase(f"vmtest-boot-{k.name}", f"lsm={LSM_ON}"):
+            boots.append(boot(k, initrd, LSM_ON, f"linux-{k.name}", out, args.timeout))
+    control = None
+    if not args.no_control:
+        k = next((k for k in available if k.name == args.control_kernel), available[-1])
+        with reporter.phase(f"vmtest-control-{k.name}", f"lsm={LSM_OFF}"):
+            control = boot(k, initrd, LSM_OFF, f"control-{k.name}", out, args.timeout)
+
+    report(console, names, boots, control)
+    problems = verdict(names, boots, control)
+    total = time.monotonic() - started
+    console.print(f"prepared in {prepared:.1f}s, {len(boots) + bool(control)} boot(s), {total:.1f}s in all")
+    if args.json:
+        data = {
+            "checks": names,
+            "boots": [
+                {
+                    "label": b.label,
+                    "kernel": b.kernel.version,
+                    "lsm": b.lsm,
+                    "active": b.lsm_active,
+                    "seconds": round(b.seconds, 2),
+                    "guest_seconds": b.guest_seconds,
+                    "results": {n: b.status(n) for n in names},
+                }
+                for b in boots + ([control] if control else [])
+            ],
+            "problems": problems,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    if problems:
+        for p in problems:
+            console.print(f"[bold red]vmtest failed:[/] {p}")
+        return 1
+    console.print("[bold green]vmtest passed[/]: every check on every kernel; the control without bpf failed as it must")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
