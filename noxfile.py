@@ -74,6 +74,16 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def vmtest(session: nox.Session) -> None:
+    """The BPF-LSM programs in QEMU guests booting Debian's 6.1 and 6.12 kernels, and a
+    negative control without `bpf` in lsm= (tests/vm/vmtest.py; `-- --kernel 6.1` etc.)."""
+    install(session, "build")
+    driver(session, "deps", "--list", str(ROOT / "tests" / "vm" / "system-packages.txt"))
+    harness, out = ROOT / "tests" / "vm" / "vmtest.py", ROOT / "out" / "vmtest" / "results.json"
+    session.run("python", str(harness), "--json", str(out), *session.posargs, env=DRIVER_ENV)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks with same-run baselines (`-- --quick` for a smoke run)."""
     install(session, "build")
