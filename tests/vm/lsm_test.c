@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,15 +47,29 @@
 
 static struct lsm_bpf *skel;
 static int passed, failed;
-static int port_allowed, port_denied;
+static int port_allowed, port_denied, port6_allowed, port6_denied;
+#define UNIX_PATH "/tmp/vmtest.sock"
+#define DEEP_DEPTH 34 /* directories below /srv/allowed: more steps than PYI_FS_DEPTH */
+static char deep_file[512];
 static __u64 cgroup_id;
 
 /* ---- the check table ------------------------------------------------------------ */
+
+/* An operation a marked (or unmarked) child performs, and the errno it must end with. */
+struct op_check {
+	int target; /* enum target */
+	__u32 flags;
+	int op; /* enum op */
+	const char *path;
+	int port_is_denied;
+	int expect;
+};
 
 struct check {
 	const char *name;
 	void (*run)(const struct check *);
 	int arg;
+	struct op_check op;
 };
 
 static void result(const struct check *c, int ok, const char *fmt, ...)
@@ -77,7 +92,10 @@ static const char *err_name(int e)
 
 /* ---- operations a child performs; each returns 0 or an errno --------------------- */
 
-enum op { OP_READ, OP_WRITE, OP_UNLINK, OP_CONNECT, OP_EXEC, OP_PTRACE, OP_BPF, OP_FORK_READ };
+enum op {
+	OP_READ, OP_WRITE, OP_UNLINK, OP_CONNECT, OP_CONNECT6, OP_CONNECT_MAPPED, OP_CONNECT_UNIX,
+	OP_EXEC, OP_PTRACE, OP_BPF, OP_FORK_READ, OP_READ_DEEP,
+};
 
 static int op_open(const char *path, int flags)
 {
@@ -97,6 +115,32 @@ static int op_connect(int port)
 	if (s < 0)
 		return errno;
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	r = connect(s, (struct sockaddr *)&a, sizeof(a)) ? errno : 0;
+	close(s);
+	return r;
+}
+
+/* AF_INET6 to ::1, or (mapped) to ::ffff:127.0.0.1 through the dual-stack socket */
+static int op_connect6(int port, int mapped)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+	int s = socket(AF_INET6, SOCK_STREAM, 0), r;
+
+	if (s < 0)
+		return errno;
+	inet_pton(AF_INET6, mapped ? "::ffff:127.0.0.1" : "::1", &a.sin6_addr);
+	r = connect(s, (struct sockaddr *)&a, sizeof(a)) ? errno : 0;
+	close(s);
+	return r;
+}
+
+static int op_connect_unix(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX, .sun_path = UNIX_PATH };
+	int s = socket(AF_UNIX, SOCK_STREAM, 0), r;
+
+	if (s < 0)
+		return errno;
 	r = connect(s, (struct sockaddr *)&a, sizeof(a)) ? errno : 0;
 	close(s);
 	return r;
@@ -155,6 +199,10 @@ static int do_op(enum op op, const char *path, int port)
 	case OP_WRITE: return op_open(path, O_WRONLY);
 	case OP_UNLINK: return unlink(path) ? errno : 0;
 	case OP_CONNECT: return op_connect(port);
+	case OP_CONNECT6: return op_connect6(port, 0);
+	case OP_CONNECT_MAPPED: return op_connect6(port, 1);
+	case OP_CONNECT_UNIX: return op_connect_unix();
+	case OP_READ_DEEP: return op_open(deep_file, O_RDONLY);
 	case OP_EXEC: return op_exec();
 	case OP_PTRACE: return op_ptrace();
 	case OP_BPF: return op_bpf();
@@ -254,21 +302,12 @@ static int run_child(enum target t, __u32 flags, enum op op, const char *path, i
 
 /* ---- checks ------------------------------------------------------------------------ */
 
-struct op_check {
-	enum target target;
-	__u32 flags;
-	enum op op;
-	const char *path;
-	int port_is_denied;
-	int expect;
-};
-
-static const struct op_check op_checks[];
 
 static void check_op(const struct check *c)
 {
-	const struct op_check *o = &op_checks[c->arg];
-	int port = o->port_is_denied ? port_denied : port_allowed;
+	const struct op_check *o = &c->op;
+	int port = o->op == OP_CONNECT6 ? (o->port_is_denied ? port6_denied : port6_allowed)
+					: (o->port_is_denied ? port_denied : port_allowed);
 	int r = run_child(o->target, o->flags, o->op, o->path, port);
 
 	if (r < 0)
@@ -278,45 +317,6 @@ static void check_op(const struct check *c)
 		       err_name(o->expect));
 }
 
-#define FS PYI_MARK_FS
-#define NET PYI_MARK_NET
-/* The operations of every program: targeted (refused), allowed by a rule, untargeted. */
-static const struct op_check op_checks[] = {
-	{ T_TASK, FS, OP_READ, "/srv/secret/file", 0, EACCES },
-	{ T_TASK, FS, OP_READ, "/srv/allowed/file", 0, 0 },
-	{ T_TASK, FS, OP_READ, "/srv/allowed/mnt/file", 0, 0 },
-	{ T_TASK, FS, OP_READ, "/srv/ro/file", 0, 0 },
-	{ T_TASK, FS, OP_WRITE, "/srv/ro/file", 0, EACCES },
-	{ T_TASK, FS, OP_FORK_READ, "/srv/secret/file", 0, EACCES },
-	{ T_CGROUP, FS, OP_READ, "/srv/secret/file", 0, EACCES },
-	{ T_CGROUP, FS, OP_READ, "/srv/allowed/file", 0, 0 },
-	{ T_PENDING, FS, OP_READ, "/srv/secret/file", 0, EACCES },
-	{ T_NONE, 0, OP_READ, "/srv/secret/file", 0, 0 },
-	{ T_TASK, NET | FS, OP_READ, "/srv/secret/file", 0, EACCES }, /* flags combine */
-	{ T_TASK, NET, OP_READ, "/srv/secret/file", 0, 0 },           /* ...and only apply when set */
-	/* inode_unlink */
-	{ T_TASK, FS, OP_UNLINK, "/srv/ro/victim1", 0, EACCES },
-	{ T_TASK, FS, OP_UNLINK, "/srv/allowed/victim1", 0, 0 },
-	{ T_CGROUP, FS, OP_UNLINK, "/srv/ro/victim2", 0, EACCES },
-	{ T_NONE, 0, OP_UNLINK, "/srv/ro/victim3", 0, 0 },
-	/* socket_connect */
-	{ T_TASK, NET, OP_CONNECT, 0, 1, EPERM },
-	{ T_TASK, NET, OP_CONNECT, 0, 0, 0 },
-	{ T_CGROUP, NET, OP_CONNECT, 0, 1, EPERM },
-	{ T_NONE, 0, OP_CONNECT, 0, 1, 0 },
-	/* bprm_check_security */
-	{ T_TASK, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM },
-	{ T_CGROUP, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM },
-	{ T_NONE, 0, OP_EXEC, 0, 0, 0 },
-	/* ptrace_access_check */
-	{ T_TASK, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM },
-	{ T_CGROUP, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM },
-	{ T_NONE, 0, OP_PTRACE, 0, 0, 0 },
-	/* bpf */
-	{ T_TASK, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM },
-	{ T_CGROUP, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM },
-	{ T_NONE, 0, OP_BPF, 0, 0, 0 },
-};
 
 /* One thread of a process targeted, its sibling not. With `use_pidfd`, through a
  * PIDFD_THREAD pidfd where the kernel has them (>= 6.9), else through `pending`. */
@@ -392,40 +392,51 @@ static void check_loaded(const struct check *c)
 	result(c, skel != NULL, "lsm.bpf.o loaded and its %d programs attached", 7);
 }
 
-#define OP(name, i) { name, check_op, i }
+#define FS PYI_MARK_FS
+#define NET PYI_MARK_NET
+/* OP(name, target, mark flags, operation, path, port_is_denied, expected errno) */
+#define OP(name, ...) { name, check_op, 0, { __VA_ARGS__ } }
 static const struct check checks[] = {
 	{ "load-attach", check_loaded, 0 },
-	OP("file_open.task.outside-rules.denied", 0),
-	OP("file_open.task.rule-dir.allowed", 1),
-	OP("file_open.task.rule-dir-across-mount.allowed", 2),
-	OP("file_open.task.read-only-rule.read-allowed", 3),
-	OP("file_open.task.read-only-rule.write-denied", 4),
-	OP("file_open.task.forked-child-inherits.denied", 5),
-	OP("file_open.cgroup.outside-rules.denied", 6),
-	OP("file_open.cgroup.rule-dir.allowed", 7),
-	OP("file_open.pending-tid.denied", 8),
-	OP("file_open.untargeted.allowed", 9),
-	OP("file_open.task.fs-and-net-flags.denied", 10),
-	OP("file_open.task.net-flag-only.allowed", 11),
+	OP("file_open.task.outside-rules.denied", T_TASK, FS, OP_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.task.rule-dir.allowed", T_TASK, FS, OP_READ, "/srv/allowed/file", 0, 0),
+	OP("file_open.task.rule-dir-across-mount.allowed", T_TASK, FS, OP_READ, "/srv/allowed/mnt/file", 0, 0),
+	OP("file_open.task.read-only-rule.read-allowed", T_TASK, FS, OP_READ, "/srv/ro/file", 0, 0),
+	OP("file_open.task.read-only-rule.write-denied", T_TASK, FS, OP_WRITE, "/srv/ro/file", 0, EACCES),
+	OP("file_open.task.forked-child-inherits.denied", T_TASK, FS, OP_FORK_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.cgroup.outside-rules.denied", T_CGROUP, FS, OP_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.cgroup.rule-dir.allowed", T_CGROUP, FS, OP_READ, "/srv/allowed/file", 0, 0),
+	OP("file_open.pending-tid.denied", T_PENDING, FS, OP_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.untargeted.allowed", T_NONE, 0, OP_READ, "/srv/secret/file", 0, 0),
+	OP("file_open.task.fs-and-net-flags.denied", T_TASK, NET | FS, OP_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.task.net-flag-only.allowed", T_TASK, NET, OP_READ, "/srv/secret/file", 0, 0),
 	{ "file_open.thread.pending.denied-sibling-allowed", check_thread, 0 },
 	{ "file_open.thread.pidfd-or-pending.denied-sibling-allowed", check_thread, 1 },
-	OP("inode_unlink.task.no-unlink-right.denied", 12),
-	OP("inode_unlink.task.unlink-right.allowed", 13),
-	OP("inode_unlink.cgroup.no-unlink-right.denied", 14),
-	OP("inode_unlink.untargeted.allowed", 15),
-	OP("socket_connect.task.no-rule.denied", 16),
-	OP("socket_connect.task.rule.allowed", 17),
-	OP("socket_connect.cgroup.no-rule.denied", 18),
-	OP("socket_connect.untargeted.allowed", 19),
-	OP("bprm_check_security.task.denied", 20),
-	OP("bprm_check_security.cgroup.denied", 21),
-	OP("bprm_check_security.untargeted.allowed", 22),
-	OP("ptrace_access_check.task.denied", 23),
-	OP("ptrace_access_check.cgroup.denied", 24),
-	OP("ptrace_access_check.untargeted.allowed", 25),
-	OP("bpf.task.denied", 26),
-	OP("bpf.cgroup.denied", 27),
-	OP("bpf.untargeted.allowed", 28),
+	OP("inode_unlink.task.no-unlink-right.denied", T_TASK, FS, OP_UNLINK, "/srv/ro/victim1", 0, EACCES),
+	OP("inode_unlink.task.unlink-right.allowed", T_TASK, FS, OP_UNLINK, "/srv/allowed/victim1", 0, 0),
+	OP("inode_unlink.cgroup.no-unlink-right.denied", T_CGROUP, FS, OP_UNLINK, "/srv/ro/victim2", 0, EACCES),
+	OP("inode_unlink.untargeted.allowed", T_NONE, 0, OP_UNLINK, "/srv/ro/victim3", 0, 0),
+	OP("socket_connect.task.no-rule.denied", T_TASK, NET, OP_CONNECT, 0, 1, EPERM),
+	OP("socket_connect.task.rule.allowed", T_TASK, NET, OP_CONNECT, 0, 0, 0),
+	OP("socket_connect.cgroup.no-rule.denied", T_CGROUP, NET, OP_CONNECT, 0, 1, EPERM),
+	OP("socket_connect.untargeted.allowed", T_NONE, 0, OP_CONNECT, 0, 1, 0),
+	OP("socket_connect.task.ipv6-no-rule.denied", T_TASK, NET, OP_CONNECT6, 0, 1, EPERM),
+	OP("socket_connect.task.ipv6-rule.allowed", T_TASK, NET, OP_CONNECT6, 0, 0, 0),
+	OP("socket_connect.task.v4-mapped-no-rule.denied", T_TASK, NET, OP_CONNECT_MAPPED, 0, 1, EPERM),
+	OP("socket_connect.task.v4-mapped-rule.allowed", T_TASK, NET, OP_CONNECT_MAPPED, 0, 0, 0),
+	OP("socket_connect.task.af_unix.denied", T_TASK, NET, OP_CONNECT_UNIX, 0, 0, EPERM),
+	OP("socket_connect.untargeted.af_unix.allowed", T_NONE, 0, OP_CONNECT_UNIX, 0, 0, 0),
+	OP("bprm_check_security.task.denied", T_TASK, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM),
+	OP("bprm_check_security.cgroup.denied", T_CGROUP, PYI_MARK_NOEXEC, OP_EXEC, 0, 0, EPERM),
+	OP("bprm_check_security.untargeted.allowed", T_NONE, 0, OP_EXEC, 0, 0, 0),
+	OP("ptrace_access_check.task.denied", T_TASK, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM),
+	OP("ptrace_access_check.cgroup.denied", T_CGROUP, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM),
+	OP("ptrace_access_check.untargeted.allowed", T_NONE, 0, OP_PTRACE, 0, 0, 0),
+	OP("bpf.task.denied", T_TASK, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM),
+	OP("bpf.cgroup.denied", T_CGROUP, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM),
+	OP("bpf.untargeted.allowed", T_NONE, 0, OP_BPF, 0, 0, 0),
+	OP("file_open.task.deeper-than-walk-limit.denied", T_TASK, FS, OP_READ_DEEP, 0, 0, EACCES),
+	OP("file_open.untargeted.deep.allowed", T_NONE, 0, OP_READ_DEEP, 0, 0, 0),
 	{ "events.file_open", check_events, PYI_HOOK_FILE_OPEN },
 	{ "events.inode_unlink", check_events, PYI_HOOK_INODE_UNLINK },
 	{ "events.socket_connect", check_events, PYI_HOOK_LSM_CONNECT },
@@ -478,6 +489,41 @@ static int listener(void)
 	return ntohs(a.sin_port);
 }
 
+static int listener6(void)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	socklen_t len = sizeof(a);
+	int s = socket(AF_INET6, SOCK_STREAM, 0);
+
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 64) ||
+	    getsockname(s, (struct sockaddr *)&a, &len))
+		die("listen on ::1");
+	return ntohs(a.sin6_port);
+}
+
+static void unix_listener(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX, .sun_path = UNIX_PATH };
+	int s = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	unlink(UNIX_PATH);
+	if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 64))
+		die("listen on " UNIX_PATH);
+}
+
+static void make_deep(void)
+{
+	int n = snprintf(deep_file, sizeof(deep_file), "/srv/allowed");
+
+	for (int i = 0; i < DEEP_DEPTH; i++) {
+		n += snprintf(deep_file + n, sizeof(deep_file) - n, "/d");
+		if (mkdir(deep_file, 0755) && errno != EEXIST)
+			die(deep_file);
+	}
+	snprintf(deep_file + n, sizeof(deep_file) - n, "/file");
+	write_file(deep_file);
+}
+
 static void setup(void)
 {
 	const char *dirs[] = { "/srv", "/srv/allowed", "/srv/allowed/mnt", "/srv/ro", "/srv/secret" };
@@ -511,14 +557,24 @@ static void setup(void)
 	inet_pton(AF_INET, "127.0.0.1", net.addr);
 	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rules), &net, &one, BPF_ANY))
 		die("rules update");
+	port6_allowed = listener6();
+	port6_denied = listener6();
+	memset(net.addr, 0, sizeof(net.addr));
+	net.family = AF_INET6;
+	net.port = port6_allowed;
+	inet_pton(AF_INET6, "::1", net.addr);
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rules), &net, &one, BPF_ANY))
+		die("rules update (IPv6)");
+	unix_listener();
+	make_deep();
 
 	if (mkdir(CGROUP, 0755) && errno != EEXIST)
 		die(CGROUP);
 	if (stat(CGROUP, &st))
 		die(CGROUP);
 	cgroup_id = st.st_ino;
-	printf("VMTEST-INFO ports allowed=%d denied=%d cgroup=%llu\n", port_allowed, port_denied,
-	       (unsigned long long)cgroup_id);
+	printf("VMTEST-INFO ports allowed=%d denied=%d ipv6 allowed=%d denied=%d cgroup=%llu\n", port_allowed,
+	       port_denied, port6_allowed, port6_denied, (unsigned long long)cgroup_id);
 }
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
