@@ -32,6 +32,9 @@ EXCLUDE_PREFIXES = (
     "lib/python3.14t/tkinter/",
     "lib/python3.14t/turtledemo/",
 )
+# Shipped at the top of the tarball (repository path → path in the tarball): the security
+# policy and the RFC 9116 contact file, so an unpacked release says how to report a flaw.
+SHIPPED_DOCS = {"SECURITY.md": "SECURITY.md", ".well-known/security.txt": ".well-known/security.txt"}
 SIGNING_CONFIG = {  # offline, key-based: no Fulcio, no Rekor, no TSA
     "mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json",
     "caUrls": [],
@@ -59,22 +62,36 @@ def _normalised_pyc(data: bytes, source_mtime: int) -> bytes:
     return data
 
 
-def _members(prefix: Path) -> list[tuple[str, Path]]:
-    out = []
+def _members(prefix: Path, extra: dict[str, Path]) -> list[tuple[str, Path | None]]:
+    """(path in the tarball, file) pairs in byte order; None marks a directory that only
+    exists to hold an extra file."""
+    out: dict[str, Path | None] = {}
     for dirpath, dirnames, filenames in os.walk(prefix):
         for name in dirnames + filenames:
             path = Path(dirpath) / name
             rel = path.relative_to(prefix).as_posix()
             if any((rel + "/").startswith(x) for x in EXCLUDE_PREFIXES):
                 continue
-            out.append((rel, path))
-    return sorted(out, key=lambda item: item[0].encode())
+            out[rel] = path
+    for rel, path in extra.items():
+        if rel in out:
+            raise BuildError(f"{rel}: shipped from {path}, but the prefix has it too")
+        if not path.is_file():
+            raise BuildError(f"{path}: missing (it is shipped in the tarball as {rel})")
+        out[rel] = path
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in out:
+            out[parent] = None
+            parent = parent.rpartition("/")[0]
+    return sorted(out.items(), key=lambda item: item[0].encode())
 
 
-def pack(prefix: Path, out: Path, top: str, epoch: int) -> Path:
-    """Write the deterministic tarball of `prefix` under directory `top`."""
+def pack(prefix: Path, out: Path, top: str, epoch: int, extra: dict[str, Path] | None = None) -> Path:
+    """Write the deterministic tarball of `prefix` under directory `top`; `extra` maps
+    paths in the tarball to files from elsewhere (e.g. the checkout's SECURITY.md)."""
     prefix = prefix.resolve()
-    members = _members(prefix)
+    extra = extra or {}
+    members = _members(prefix, extra)
     tmp = out.with_name(f".{out.name}.partial")
     first_of_inode: dict[tuple[int, int], str] = {}
     with (
@@ -84,9 +101,13 @@ def pack(prefix: Path, out: Path, top: str, epoch: int) -> Path:
     ):
         tar.addfile(_info(f"{top}", tarfile.DIRTYPE, 0o755, epoch))
         for rel, path in members:
-            st = path.lstat()
             name = f"{top}/{rel}"
-            mtime = min(int(st.st_mtime), epoch)
+            if path is None:
+                tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, epoch))
+                continue
+            st = path.lstat()
+            # A checkout's file times depend on when it was cloned: extras get the epoch.
+            mtime = epoch if rel in extra else min(int(st.st_mtime), epoch)
             if stat.S_ISLNK(st.st_mode):
                 info = _info(name, tarfile.SYMTYPE, 0o777, mtime)
                 info.linkname = os.readlink(path)
@@ -285,7 +306,9 @@ def make(
     staging = out_dir.with_name(out_dir.name + ".staging")
     subprocess.run(["rm", "-rf", str(staging)], check=True)
     staging.mkdir(parents=True)
-    tarball = pack(prefix, staging / f"{name}.tar.xz", name, epoch)
+    repo_root = Path(__file__).resolve().parents[2]
+    docs = {inside: repo_root / source for source, inside in SHIPPED_DOCS.items()}
+    tarball = pack(prefix, staging / f"{name}.tar.xz", name, epoch, extra=docs)
     config = signing_config(staging.parent / f".{staging.name}-signing")
     prov = staging / f"{name}.provenance.json"
     prov.write_text(json.dumps(predicate, indent=1, sort_keys=True) + "\n")
@@ -294,7 +317,7 @@ def make(
     sums = write_sums([tarball], staging / "SHA256SUMS")
     cosign.sign_blob(key, sums, staging / "SHA256SUMS.sigstore.json", config, password)
     (staging / "cosign.pub").write_bytes(public_key.read_bytes())
-    verifier = Path(__file__).resolve().parents[2] / "src" / "pyisolate" / "verify.py"
+    verifier = repo_root / "src" / "pyisolate" / "verify.py"
     (staging / "pyisolate-verify").write_bytes(verifier.read_bytes())
     (staging / "pyisolate-verify").chmod(0o755)
     subprocess.run(["rm", "-rf", str(out_dir), str(config.parent)], check=True)

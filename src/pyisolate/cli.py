@@ -3,6 +3,7 @@
 pyisolate policy check FILE|NAME   validate a policy and explain what it grants
 pyisolate policy list              the shipped policy templates
 pyisolate doctor [--json]          each security guarantee and what provides it on this host
+pyisolate verify TARBALL [--key K] check a release's sums, signatures, provenance and eBPF manifest
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import sys
 
 from . import policy as policy_mod
+from . import verify
 from .errors import PolicyError
 
 
@@ -35,7 +37,17 @@ def main(argv: list[str] | None = None) -> int:
         "is missing.",
     )
     p_doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    p_verify = sub.add_parser(
+        "verify",
+        help="check a release tarball (sums, cosign signatures, provenance, eBPF manifest) before installing it",
+        description=verify.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_arguments(p_verify)
     args = parser.parse_args(argv)
+
+    if args.command == "verify":
+        return verify.run(args)
 
     if args.command == "doctor":
         import json

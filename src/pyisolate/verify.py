@@ -2,6 +2,7 @@
 """pyisolate verify: check a PyIsolate release before installing it.
 
     pyisolate-verify TARBALL [--key cosign.pub] [--cosign PATH]
+    pyisolate verify TARBALL [--key cosign.pub] [--cosign PATH]   (the same, installed)
 
 Standard library only, so it runs on any Python ≥ 3.9 before PyIsolate is installed;
 needs the `cosign` binary (--cosign, $COSIGN, or on PATH). Beside TARBALL it expects
@@ -142,14 +143,15 @@ def find_cosign(explicit: str | None) -> str:
     raise Refused("no cosign binary: pass --cosign PATH or set $COSIGN")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="pyisolate verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("tarball", type=Path)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of both `pyisolate-verify` and `pyisolate verify`."""
+    parser.add_argument("tarball", type=Path, help="the release tarball (its artefacts beside it)")
     parser.add_argument("--key", type=Path, default=None, help="cosign public key (default: cosign.pub beside it)")
-    parser.add_argument("--cosign", default=None, help="path of the cosign binary")
-    args = parser.parse_args(argv)
+    parser.add_argument("--cosign", default=None, help="path of the cosign binary (default: $COSIGN, then PATH)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print each check passed and `verified: NAME` (0), or `REFUSED: reason` (1)."""
     key = args.key or args.tarball.parent / "cosign.pub"
     try:
         for line in check(args.tarball, key, find_cosign(args.cosign)):
@@ -159,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"verified: {args.tarball.name}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pyisolate-verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -246,6 +246,17 @@ def test_release_of_the_built_distribution(dist, tmp_path, cosign):
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == str(top)
+    for shipped in ("SECURITY.md", ".well-known/security.txt"):
+        assert (top / shipped).read_bytes() == (ROOT / shipped).read_bytes()
+    # The released CLI verifies its own release, and refuses a tampered copy of it.
+    cli = [str(top / "bin" / "pyisolate"), "verify", "--cosign", str(cosign.binary)]
+    ok = subprocess.run([*cli, str(tarball)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and f"verified: {tarball.name}" in ok.stdout, ok.stdout + ok.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(ROOT / "out" / "release", tampered)
+    flip_byte(tampered / tarball.name, tarball.stat().st_size // 3)
+    bad = subprocess.run([*cli, str(tampered / tarball.name)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "REFUSED" in bad.stderr and "SHA256SUMS says" in bad.stderr, bad.stderr
 
 
 def test_security_txt_follows_rfc9116():
@@ -261,3 +272,71 @@ def test_security_txt_follows_rfc9116():
     expires = datetime.datetime.fromisoformat(fields["Expires"][0].replace("Z", "+00:00"))
     now = datetime.datetime.now(datetime.UTC)
     assert now < expires < now + datetime.timedelta(days=400)  # RFC 9116: less than a year ahead is advised
+
+
+def test_release_ships_security_policy_and_contact(tmp_path, cosign, keys):
+    made = make_release(tmp_path, cosign, keys)
+    with tarfile.open(made.tarball) as tar:
+        by_name = {m.name: m for m in tar.getmembers()}
+        for shipped in ("SECURITY.md", ".well-known/security.txt"):
+            member = by_name[f"pyisolate-test/{shipped}"]
+            assert member.isreg() and member.mode == 0o644 and member.mtime == EPOCH
+            assert tar.extractfile(member).read() == (ROOT / shipped).read_bytes()
+        assert by_name["pyisolate-test/.well-known"].isdir()
+
+
+def test_pack_refuses_an_extra_file_the_prefix_has(tmp_path):
+    tree = make_tree(tmp_path / "t")
+    with pytest.raises(release.BuildError, match="the prefix has it too"):
+        release.pack(tree, tmp_path / "t.tar.xz", "top", EPOCH, extra={"bin/tool": ROOT / "SECURITY.md"})
+    with pytest.raises(release.BuildError, match="missing"):
+        release.pack(tree, tmp_path / "t.tar.xz", "top", EPOCH, extra={"NOTICE": tmp_path / "absent"})
+    assert not (tmp_path / "t.tar.xz").exists()
+
+
+def _swap_bundle(made, tmp_path, cosign, keys):
+    shutil.copy(made.sums.with_name("SHA256SUMS.sigstore.json"), made.bundles[0])
+
+
+def _rewrite_sums(made, tmp_path, cosign, keys):
+    flip_byte(made.tarball, 100)
+    made.sums.write_text(f"{hashlib.sha256(made.tarball.read_bytes()).hexdigest()}  {made.tarball.name}\n")
+
+
+def _other_key(made, tmp_path, cosign, keys):
+    _, other = cosign.generate_key_pair(tmp_path / "other-keys", "x")
+    shutil.copy(other, made.public_key)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda made, *_: flip_byte(made.tarball, made.tarball.stat().st_size // 2), "SHA256SUMS says"),
+        (_rewrite_sums, "SHA256SUMS: signature does not verify"),
+        (_swap_bundle, "pyisolate-test.tar.xz: signature does not verify"),
+        (_other_key, "SHA256SUMS: signature does not verify"),
+        (lambda made, *_: made.bundles[2].unlink(), "missing"),
+    ],
+    ids=["tarball-byte", "sums-rewritten", "bundle-swapped", "key-replaced", "attestation-missing"],
+)
+def test_pyisolate_verify_subcommand(dist, tmp_path, cosign, keys, tamper, reason):
+    """`pyisolate verify` of the built distribution: a signed release passes, each
+    tampered copy is refused with the reason, exit status 1."""
+    made = make_release(tmp_path, cosign, keys)
+    cli = [str(dist / "bin" / "pyisolate"), "verify", str(made.tarball), "--cosign", str(cosign.binary)]
+    ok = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "verified: pyisolate-test.tar.xz" in ok.stdout, ok.stdout + ok.stderr
+    tamper(made, tmp_path, cosign, keys)
+    bad = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.stderr.startswith("REFUSED: ") and reason in bad.stderr, bad.stderr
+
+
+def test_pyisolate_verify_without_cosign(dist, tmp_path, cosign, keys):
+    made = make_release(tmp_path, cosign, keys)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no $COSIGN, none on PATH
+    assert shutil.which("cosign", path=env["PATH"]) is None
+    proc = subprocess.run(
+        [str(dist / "bin" / "pyisolate"), "verify", str(made.tarball)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 1 and "REFUSED: no cosign binary: pass --cosign PATH or set $COSIGN" in proc.stderr
