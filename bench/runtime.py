@@ -177,6 +177,69 @@ def bench_guard_syscall(rounds: int, per_round: int) -> tuple[dict, dict]:
     return summary(samples["guarded"]), summary(samples["plain"])
 
 
+def _syscall_worker(jobs: queue.SimpleQueue, results: queue.SimpleQueue) -> None:
+    """Runs `kind` n times per job: "getppid" (one system call) or "socket" (socket+close)."""
+    while (job := jobs.get()) is not None:
+        kind, n = job
+        t0 = time.perf_counter()
+        if kind == "getppid":
+            for _ in range(n):
+                os.getppid()
+        else:
+            for _ in range(n):
+                socket.socket().close()
+        results.put((time.perf_counter() - t0) / n)
+
+
+def bench_bpf_guards(rounds: int, per_round: int) -> dict[str, tuple[dict, dict, dict]] | None:
+    """The host BPF guards' cost per system call: a thread marked as a sandbox's (rules
+    allow any TCP connect, so socket() succeeds) and an unmarked thread, each round with
+    guard.bpf.o attached, against the same threads with no programs attached (the round's
+    baseline, measured between detaching and attaching again). None without root/BPF."""
+    from pyisolate import bpf
+
+    try:
+        bpf.Guard().close()
+    except (bpf.BpfUnavailable, OSError) as exc:
+        print(f"(host BPF guards not benchmarked: {exc})", file=sys.stderr)
+        return None
+    workers = {}
+    for name in ("unmarked", "marked"):
+        jobs, results = queue.SimpleQueue(), queue.SimpleQueue()
+        t = threading.Thread(target=_syscall_worker, args=(jobs, results), daemon=True)
+        t.start()
+        workers[name] = (jobs, results, t)
+    samples = {(kind, name): [] for kind in ("getppid", "socket") for name in ("baseline", "unmarked", "marked")}
+
+    def measure(kind: str, name: str, keep: bool) -> None:
+        jobs, results, _ = workers["marked" if name == "marked" else "unmarked"]
+        jobs.put((kind, per_round if kind == "getppid" else per_round // 10))
+        took = results.get()
+        if keep:
+            samples[(kind, name)].append(took)
+
+    for i in range(rounds + 1):  # one warm-up round
+        for kind in ("getppid", "socket"):
+            measure(kind, "baseline", i > 0)
+        guard = bpf.Guard()
+        policy = guard.add_policy([("*", "*")])
+        guard.mark_thread(workers["marked"][2].native_id, policy, bpf.MARK_NET | bpf.MARK_KILL)
+        for kind in ("getppid", "socket"):
+            measure(kind, "unmarked", i > 0)
+            measure(kind, "marked", i > 0)
+        guard.close()
+    for jobs, _, _ in workers.values():
+        jobs.put(None)
+    return {
+        kind: (
+            summary(samples[(kind, "marked")]),
+            summary(samples[(kind, "unmarked")]),
+            summary(samples[(kind, "baseline")]),
+        )
+        for kind in ("getppid", "socket")
+    }
+
+
 def bench_launcher(n: int) -> tuple[dict, dict]:
     launcher = [str(BIN / "pyisolate-python"), "-c", "pass"]
     plain = [sys.executable, "-I", "-c", "pass"]
@@ -249,6 +312,14 @@ def main() -> int:
         "open()+close() in an unguarded thread, same process",
         "",
     )
+    bpf_costs = bench_bpf_guards(3 if args.quick else 15, 20000)
+    for kind, what in (("getppid", "getppid()"), ("socket", "socket()+close()")):
+        if bpf_costs is None:
+            break
+        marked, unmarked, base = bpf_costs[kind]
+        baseline = f"{what}, unmarked thread, no BPF programs attached"
+        record(f"{what}, sandbox-marked thread (host BPF guards)", "s", marked, base["median"], baseline, "")
+        record(f"{what}, unmarked thread (host BPF guards attached)", "s", unmarked, base["median"], baseline, "")
     launched, bare = bench_launcher(5 if args.quick else 20)
     record("pyisolate-python -c pass", "s", launched, bare["median"], "python3.14t -I -c pass", "")
 

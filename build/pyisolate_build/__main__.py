@@ -3,6 +3,7 @@
 dist  [--flavour NAME] [--jobs N]   build (or reuse) the prefix; link out/dist/current
 audit [PREFIX] [--flavour NAME]     ELF hardening audit of a prefix (default out/dist/current)
 deps                                install the system packages the build needs (root)
+bpf   [--update-manifest]           compile bpf/*.bpf.c, check them against bpf/manifest.lock
 key   [--flavour NAME]              print the cache key and the inputs it hashes
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import cache, cpython, dist, profiles, release, system
+from . import bpf, cache, cpython, dist, profiles, release, system
 from .errors import BuildError, StepError
 from .progress import Reporter
 
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="sign with a throwaway key made for this run (for trying the flow, never for publishing)",
     )
+    p_bpf = sub.add_parser("bpf", help="compile the BPF objects and check bpf/manifest.lock")
+    p_bpf.add_argument("--update-manifest", action="store_true", help="record the objects' hashes in the manifest")
     p_key = sub.add_parser("key", help="print the cache key of a flavour")
     p_key.add_argument("--flavour", default="hardened")
     args = parser.parse_args(argv)
@@ -127,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             system.ensure_packages(system.read_package_list(args.list or REPO.packages), log=reporter.info)
         elif args.command == "release":
             make_release(args, reporter)
+        elif args.command == "bpf":
+            artefact = bpf.build(REPO, reporter, update_manifest=args.update_manifest)
+            console.print(f"[bold green]bpf objects match {bpf.manifest_path(REPO)}[/]: {artefact}")
         elif args.command == "key":
             the_plan = cpython.plan(REPO, args.flavour)
             print(

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from . import audit, cache, cpython, native, profiles
+from . import audit, bpf, cache, cpython, libbpf, native, profiles
 from .errors import AuditError
 from .progress import Reporter
 
@@ -29,8 +29,9 @@ ENTRY_POINTS = {"pyisolate-python": "pyisolate.launcher", "pyisolate": "pyisolat
 
 def build(repo: cpython.Repo, flavour_name: str, reporter: Reporter, jobs: int | None = None) -> Path:
     base = cpython.build(repo, flavour_name, reporter, jobs)
-    extension = native.build(repo, base, reporter)
-    prefix = overlay(repo, base, extension, reporter)
+    bpf_dir = bpf.build(repo, reporter)
+    extension = native.build(repo, base, reporter, bpf_dir, libbpf.build(repo, base, reporter))
+    prefix = overlay(repo, base, extension, reporter, bpf_dir)
     policy = profiles.load(repo.profiles)[flavour_name].audit
     step_audit(prefix, policy, repo.out / "logs", reporter)
     link(repo.out / "dist", prefix, flavour_name)
@@ -44,18 +45,20 @@ def _runtime_files(repo: cpython.Repo) -> list[Path]:
     return files
 
 
-def overlay_key(repo: cpython.Repo, base: Path, extension: Path) -> str:
+def overlay_key(repo: cpython.Repo, base: Path, extension: Path, bpf_dir: Path | None = None) -> str:
     digest = cache.file_digest(Path(__file__), cpython.BYTECODE_SCRIPT, *_runtime_files(repo))
     rel = [str(p.relative_to(repo.root)) for p in _runtime_files(repo)]
     native_artefact = f"{extension.parent.name}/{extension.name}"
-    return cache.key(
-        {"cpython": base.parent.name, "native": native_artefact, "files": rel, "digest": digest, "entry": _ENTRY}
-    )
+    inputs = {"cpython": base.parent.name, "native": native_artefact, "files": rel, "digest": digest, "entry": _ENTRY}
+    if bpf_dir is not None:  # the objects and bpf/manifest.lock ship in pyisolate/bpf-objects/
+        inputs["bpf"] = [bpf_dir.name, cache.file_digest(bpf.manifest_path(repo))]
+    return cache.key(inputs)
 
 
-def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter) -> Path:
-    """The runtime, sitecustomize, the native `extension` module and bin/ entry points."""
-    key = overlay_key(repo, base, extension)
+def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter, bpf_dir: Path | None = None) -> Path:
+    """The runtime, sitecustomize, the native `extension` module, the BPF objects with
+    their manifest, and bin/ entry points."""
+    key = overlay_key(repo, base, extension, bpf_dir)
     name = base.parent.name.replace("cpython-", "pyisolate-", 1) + f"-rt{key[:12]}"
     artefact = cache.root() / "dist" / name
     prefix = artefact / "prefix"
@@ -76,6 +79,12 @@ def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter)
         )
         shutil.copy(repo.root / "sitecustomize" / "sitecustomize.py", site / "sitecustomize.py")
         shutil.copy(extension, site / extension.name)
+        if bpf_dir is not None:
+            shipped = site / "pyisolate" / "bpf-objects"
+            shipped.mkdir()
+            for obj in sorted(bpf_dir.glob("*.bpf.o")):
+                shutil.copy(obj, shipped / obj.name)
+            shutil.copy(bpf.manifest_path(repo), shipped / "manifest.lock")
         for entry, module in ENTRY_POINTS.items():
             path = staged / "bin" / entry
             path.write_text(_ENTRY.format(module=module))

@@ -9,8 +9,10 @@ interpreter, never the host's, and cached under a key of its inputs.
       → the module file, which the overlay installs into site-packages
 
 Inputs of the key: the CPython artefact (its name hashes the toolchain and the versions
-of build/system-packages.txt, cmake and libseccomp-dev included), native/'s files,
-requirements/native.txt and this module's source.
+of build/system-packages.txt, cmake, libseccomp-dev and libbpf-dev included), native/'s
+files, requirements/native.txt, this module's source, the BPF artefact (bpf.py) whose
+skeletons the loader compiles in and the static libbpf (libbpf.py) it links: their
+directories reach CMake as PYI_BPF_SKEL_DIR and PYI_LIBBPF_PREFIX.
 """
 
 from __future__ import annotations
@@ -39,16 +41,23 @@ def _requirements(repo: cpython.Repo) -> Path:
     return repo.root / "requirements" / "native.txt"
 
 
-def native_key(repo: cpython.Repo, base: Path) -> str:
+def native_key(repo: cpython.Repo, base: Path, bpf_dir: Path | None = None, libbpf_dir: Path | None = None) -> str:
     files = _sources(repo)
     digest = cache.file_digest(Path(__file__), _requirements(repo), *files)
     rel = [str(p.relative_to(repo.root)) for p in files]
-    return cache.key({"cpython": base.parent.name, "files": rel, "digest": digest})
+    inputs = {"cpython": base.parent.name, "files": rel, "digest": digest}
+    if bpf_dir is not None:  # both named after the hash of their inputs
+        inputs["bpf"] = bpf_dir.name
+    if libbpf_dir is not None:
+        inputs["libbpf"] = libbpf_dir.name
+    return cache.key(inputs)
 
 
-def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
+def build(
+    repo: cpython.Repo, base: Path, reporter: Reporter, bpf_dir: Path | None = None, libbpf_dir: Path | None = None
+) -> Path:
     """Return the built extension module file (cached)."""
-    key = native_key(repo, base)
+    key = native_key(repo, base, bpf_dir, libbpf_dir)
     name = base.parent.name.replace("cpython-", "native-", 1) + f"-{key[:12]}"
     artefact = cache.root() / "native" / name
     info = artefact / "native.json"
@@ -63,6 +72,10 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
         venv, wheels, staged = work / "venv", work / "wheel", work / "artefact"
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV and not k.startswith("PIP_")}
         env.update(LC_ALL="C", CMAKE_GENERATOR="Unix Makefiles", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        if bpf_dir is not None:
+            defines = [env.get("SKBUILD_CMAKE_DEFINE", ""), f"PYI_BPF_SKEL_DIR={bpf_dir}"]
+            defines += [f"PYI_LIBBPF_PREFIX={libbpf_dir}"] if libbpf_dir else []
+            env["SKBUILD_CMAKE_DEFINE"] = ";".join(d for d in defines if d)
         python = str(base / "bin" / "python3.14t")
         # The interpreter's own compiler (CMake reads $CC; its flags come from sysconfig in CMakeLists.txt).
         proc = subprocess.run(

@@ -121,6 +121,7 @@ class CellSandbox:
             raise self.guard_error
         # Read from outside: the sandbox thread itself can no longer open /proc.
         self.guards["status"] = kernel.task_status(tid=thread.native_id)
+        self.tid = thread.native_id  # the supervisor marks it for the BPF guards (bpf.py)
 
     def _run(self) -> None:
         try:
@@ -226,6 +227,7 @@ class Cell:
                 raise GuardError(str(exc)) from None
             self.sandboxes[name] = sandbox
             reply = {"warm": warm, "seconds": time.perf_counter() - t0, "guards": dict(sandbox.guards, rlimits=rlimits)}
+            reply["tid"] = sandbox.tid
             self.send({"id": rid, "ok": True, "v": reply})
         elif op == "stats":
             self.send(

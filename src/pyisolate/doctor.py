@@ -2,7 +2,8 @@
 mechanism that provides it on this host, or why it is missing.
 
 The host is probed, not assumed (`kernel.probe`): Landlock ABI, seccomp, the bpf LSM in
-/sys/kernel/security/lsm, cgroup v1/v2 controllers. Status words: "holds", "partial"
+/sys/kernel/security/lsm, cgroup v1/v2 controllers; and `bpf.probe`: loading (never
+attaching) the host guards and the smallest lsm/file_open program. Status words: "holds", "partial"
 (some of it holds, the rest is named), "missing".
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from . import kernel
+from . import bpf, kernel
 
 LANDLOCK_FEATURES = (
     (1, "filesystem"),
@@ -29,14 +30,32 @@ def mode_of(host: dict) -> str:
 
 def report() -> dict:
     host = kernel.probe()
+    host["bpf"] = bpf.probe()
     mode = mode_of(host)
     abi = host["landlock"]["abi"]
     lsm = host["bpf_lsm"]
     cg = host["cgroup"]
+    probed = host["bpf"]
+    lsm_load = (
+        "an lsm/file_open program loads"
+        if probed["lsm"]["loads"]
+        else f"an lsm/file_open program is refused ({probed['lsm']['why']})"
+    )
     bpf_state = (
-        "the kernel lists the bpf LSM, but PyIsolate ships no BPF programs yet"
+        f"the kernel lists the bpf LSM; {lsm_load}; the runtime does not attach the LSM programs on this path"
         if lsm["bpf_in_lsm_list"]
-        else f"{lsm.get('why', 'unavailable')}; PyIsolate ships no BPF programs yet either"
+        else f"{lsm.get('why', 'unavailable')}; {lsm_load}"
+    )
+    bpf_state = (
+        f"the kernel lists the bpf LSM; {lsm_load}; the runtime does not attach the LSM programs on this path"
+        if lsm["bpf_in_lsm_list"]
+        else f"{lsm.get('why', 'unavailable')}; {lsm_load}"
+    )
+    host_guards = (
+        " + host BPF guards on every sandbox thread (cgroup/connect4/6 and sock_create: connects only to the "
+        "policy's IP:PORT rules; tp_btf/sys_enter: SIGKILL on execve/execveat/ptrace/bpf)"
+        if probed["host_guards"]["loads"]
+        else ""
     )
     memory_controller = "memory" in cg["v2_controllers"] or "memory" in cg["v1_controllers"]
 
@@ -47,9 +66,10 @@ def report() -> dict:
                 "seccomp allow-list on every sandbox thread (EPERM for the rest: no exec, fork, "
                 "ptrace, bpf, mount, namespaces, sockets unless the policy connects, no executable "
                 f"anonymous memory) + the cell's base filter + Landlock ABI {abi} on every sandbox "
-                "thread (the policy's read/write roots; TCP connect ports, no bind)"
+                "thread (the policy's read/write roots; TCP connect ports, no bind)" + host_guards
             ),
-            "missing": f"BPF-LSM (mode 'full'): {bpf_state}",
+            "missing": f"BPF-LSM (mode 'full'): {bpf_state}"
+            + ("" if host_guards else f"; host BPF guards: {probed['host_guards']['why']}"),
         }
     else:
         containment = {
@@ -127,6 +147,20 @@ def render(data: dict, out=sys.stdout) -> None:
         (
             "BPF-LSM",
             f"active LSMs: {lsm['active_lsms']}" if lsm["active_lsms"] is not None else f"unknown: {lsm.get('why')}",
+        ),
+        (
+            "BPF programs",
+            (
+                "host guards load (guard.bpf.o, verified)"
+                if host["bpf"]["host_guards"]["loads"]
+                else f"host guards do not load: {host['bpf']['host_guards']['why']}"
+            )
+            + "; "
+            + (
+                "an lsm/file_open program loads"
+                if host["bpf"]["lsm"]["loads"]
+                else f"BPF-LSM refused: {host['bpf']['lsm']['why']}"
+            ),
         ),
         (
             "cgroups",

@@ -9,12 +9,17 @@ here holds before any guest code runs. What a cell gets, and where it comes from
                                       runs (pyisolate.kernel.restrict_thread); reported in
                                       the create reply, i.e. `Sandbox.guards`
   rlimits                             the cell, per sandbox, where it hosts only that one
-  BPF-LSM programs, cgroups           not implemented yet (the rest of the kernel-guard work)
+  host BPF guards                     the supervisor, loaded once per process at its first
+  (cgroup-bpf, exec-kill)             cell (pyisolate.bpf); each sandbox's thread is marked
+                                      after its create reply, before the caller gets it
+  BPF-LSM programs, cgroups           not on this path yet: LSM program loads need a kernel
+                                      that permits them (bpf/lsm.bpf.c, tested in a VM)
 
 `attach` checks the cell's preparation against what the kernel says about the cell
 (/proc/PID/status: seccomp mode 2, no_new_privs) and reports the mode:
-  "full"      BPF-LSM + the above (not reachable yet: no BPF programs are shipped)
-  "landlock"  seccomp + Landlock + rlimits: the design's reduced-guarantees fallback
+  "full"      BPF-LSM + the above (not reachable on a kernel that refuses LSM programs)
+  "landlock"  seccomp + Landlock + rlimits (+ the host BPF guards where they load, which
+              do not change the mode): the design's reduced-guarantees fallback
   "none"      the cell could not prepare its guards; sandboxes are refused unless their
               policy says `[guards] accept_reduced = true`
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from . import kernel
+from . import bpf, kernel
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class GuardReport:
 
 
 NOT_YET = {
-    "bpf-lsm": "no BPF-LSM programs are shipped yet (the BPF part of the kernel-guard work)",
+    "bpf-lsm": "BPF-LSM programs are not attached by the runtime on this path (they need a kernel that "
+    "permits LSM program loads and runs the bpf LSM; `pyisolate doctor` probes it)",
     "cgroup": "cells are not placed in cgroups yet (memory/pids quotas: a later part)",
 }
 
@@ -79,6 +85,20 @@ def attach(cell) -> GuardReport:
     else:
         missing.append("rlimits")
         details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
+    # Host BPF guards: loaded here at the first cell (a tampered object raises).
+    if bpf.shared() is not None:
+        attached += ["cgroup-bpf", "exec-kill"]
+        details["cgroup-bpf"] = (
+            "cgroup/connect4, connect6, sock_create: each sandbox thread (task storage) connects only to its "
+            "policy's IP:PORT rules, no IPv4/IPv6 socket at all without rules (EPERM)"
+        )
+        details["exec-kill"] = (
+            "tp_btf/sys_enter: a sandbox task reaching execve/execveat/ptrace/bpf is SIGKILLed with its cell "
+            "(after the call ran: seccomp is what prevents it); tp_btf/sched_process_fork marks its new threads"
+        )
+    else:
+        missing += ["cgroup-bpf", "exec-kill"]
+        details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"
     complete = {"no-new-privs", "seccomp-base", "landlock", "seccomp"} <= set(attached)
     mode = "landlock" if complete else "none"
     return GuardReport(mode, tuple(attached), tuple(missing), MappingProxyType(details))

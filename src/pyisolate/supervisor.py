@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import framing, guards
+from . import bpf, framing, guards
 from . import policy as policy_mod
 from .errors import CellCrashed, GuardError, PyIsolateError, SandboxClosed, SandboxError, SandboxTimeout
 
@@ -356,10 +356,15 @@ class Sandbox:
             pass
         self._channel.close()
         self.cell.sandboxes.pop(self.name, None)
+        bpf.unmark_sandbox(self.guards.get("bpf") or {})
         if self._tmpdir:
             _rmtree(self._tmpdir)
         if self._owner is not None:
             self._owner.close()
+
+    def guard_events(self) -> list[dict]:
+        """Denials the host BPF guards reported for this sandbox's threads (newest last)."""
+        return bpf.events_of([(self.guards.get("bpf") or {}).get("policy", 0)])
 
     def __enter__(self) -> Sandbox:
         return self
@@ -405,6 +410,7 @@ class Supervisor:
         self.cell_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
         self._names = itertools.count(1)
         self.closed = False
+        self.bpf_policies: set[int] = set()  # BPF policy ids of its sandboxes (guard_events)
 
     def _cell_for(self, tenant: str, isolation: str) -> Cell:
         with self.lock:
@@ -463,6 +469,9 @@ class Supervisor:
             )
             theirs.close()
             sandbox.guards = sandbox.spawn_info.get("guards") or {}
+            # Host BPF guards (bpf.py): its thread is marked before the caller gets the sandbox.
+            sandbox.guards["bpf"] = bpf.mark_sandbox(sandbox.spawn_info.get("tid"), resolved.net_connect)
+            self.bpf_policies.add(sandbox.guards["bpf"].get("policy", 0))
             if sandbox.guards.get("reduced"):
                 print(
                     f"pyisolate: WARNING: sandbox {name} runs with REDUCED GUARANTEES (its policy accepts them): "
@@ -501,6 +510,11 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 cell.kill()
                 cell.proc.wait()
+
+    def guard_events(self) -> list[dict]:
+        """Denials the host BPF guards reported for this supervisor's sandboxes (newest
+        last): refused connects and sockets, exec/ptrace/bpf kills (bpf.py)."""
+        return bpf.events_of(self.bpf_policies)
 
     def __enter__(self) -> Supervisor:
         return self

@@ -1,0 +1,311 @@
+"""The host BPF guards (bpf/guard.bpf.c), on the supervisor's side.
+
+The supervisor process (root) loads them once, at its first sandbox, and marks every
+sandbox's thread before handing the sandbox to its caller:
+
+  verified_object()   the object's bytes, checked against the shipped manifest
+                      (pyisolate/bpf-objects/manifest.lock, a copy of bpf/manifest.lock)
+                      with hashlib before the loader sees them; a mismatch is refused
+  Guard               the loaded and attached programs (the `_pyisolate` extension's
+                      libbpf loader): connect rules per policy, marks per thread (task
+                      storage) or per cgroup v2, the ring buffer of denials
+  shared()            the process's one Guard, or why there is none
+  mark_sandbox()      a sandbox's rules and its thread's mark (exec/ptrace/bpf kill for
+                      every sandbox; network: only its policy's connect rules, none for a
+                      policy without them)
+
+What a mark does on this host (no BPF-LSM needed): cgroup/connect4+6 refuse (EPERM)
+connects outside the policy's rules, cgroup/sock_create refuses IPv4/IPv6 sockets other
+than TCP (all of them without rules), tp_btf/sys_enter SIGKILLs the process of a marked
+task that reaches execve/execveat/ptrace/bpf, tp_btf/sched_process_fork copies the mark
+to the task's new threads and processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import itertools
+import os
+import socket
+import threading
+import tomllib
+from collections import deque
+from pathlib import Path
+
+from .errors import PyIsolateError
+
+OBJECTS = Path(__file__).resolve().parent / "bpf-objects"
+GUARD_OBJECT = "guard.bpf.o"
+MANIFEST = "manifest.lock"
+
+MARK_NET = 0x1  # bpf/guard.h PYI_MARK_NET: the policy has connect rules
+MARK_KILL = 0x2  # PYI_MARK_KILL: SIGKILL on execve/execveat/ptrace/bpf
+HOOKS = {1: "connect4", 2: "connect6", 3: "sock_create", 4: "exec-kill"}
+SOURCES = {1: "task", 2: "cgroup"}
+SYSCALLS = {59: "execve", 101: "ptrace", 321: "bpf", 322: "execveat"}
+EVENT_LOG = 4096  # denials kept for guard_events() (oldest dropped first)
+
+
+class BpfIntegrityError(PyIsolateError):
+    """A BPF object's bytes are not the ones its manifest records: nothing is loaded."""
+
+    def __init__(self, name: str, expected: str, actual: str, manifest: Path):
+        self.name, self.expected, self.actual = name, expected, actual
+        super().__init__(
+            f"{name}: SHA-256 mismatch, refusing to load it\n"
+            f"  expected: {expected} ({manifest})\n"
+            f"  actual:   {actual}\n"
+            "  the distribution's BPF objects were changed after the build; reinstall it"
+        )
+
+
+class BpfUnavailable(PyIsolateError):
+    """The host BPF guards cannot be loaded here (the message says why)."""
+
+
+def read_manifest(directory: Path = OBJECTS) -> dict[str, str]:
+    """Object name → SHA-256 hex, from the manifest next to the objects."""
+    path = directory / MANIFEST
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BpfUnavailable(f"{path}: cannot read the BPF manifest: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BpfIntegrityError(MANIFEST, "valid TOML", f"unreadable ({exc})", path) from None
+    objects = data.get("objects")
+    if not isinstance(objects, dict):
+        raise BpfIntegrityError(MANIFEST, "an [objects] table", "none", path)
+    return {name: str(entry.get("sha256", "")) for name, entry in objects.items() if isinstance(entry, dict)}
+
+
+def verified_object(name: str = GUARD_OBJECT, directory: Path = OBJECTS) -> bytes:
+    """The object's bytes, read once and checked against the manifest: the same bytes
+    object goes to the loader, so what is loaded is what was hashed."""
+    expected = read_manifest(directory).get(name)
+    if not expected:
+        raise BpfIntegrityError(name, "an entry in the manifest", "none", directory / MANIFEST)
+    try:
+        data = (directory / name).read_bytes()
+    except OSError as exc:
+        raise BpfUnavailable(f"{directory / name}: cannot read the BPF object: {exc}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise BpfIntegrityError(name, expected, actual, directory / MANIFEST)
+    return data
+
+
+def cgroup2_root() -> str:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup/unified on a hybrid host)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                return left.split()[4]
+    raise BpfUnavailable("no cgroup2 hierarchy is mounted: the cgroup sock programs need one")
+
+
+def rule_entries(connect) -> list[tuple[int, bytes, int]]:
+    """The policy's ("host", "port") connect rules as map entries (family, address, port):
+    "*" host → family 0; "*" port → 0; an IPv4-mapped IPv6 address → its IPv4 form."""
+    entries = []
+    for host, port in connect:
+        number = 0 if port == "*" else int(port)
+        if host == "*":
+            entries.append((0, b"", number))
+            continue
+        address = ipaddress.ip_address(host)
+        if address.version == 6 and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        entries.append((family, address.packed, number))
+    return entries
+
+
+def _native():
+    try:
+        import _pyisolate
+    except ImportError:
+        raise BpfUnavailable(
+            "the _pyisolate extension is not importable in the supervisor's interpreter "
+            "(run the supervisor on the PyIsolate distribution's python3.14t)"
+        ) from None
+    if not hasattr(_pyisolate, "bpf_guard_open"):
+        raise BpfUnavailable("this _pyisolate was built without the BPF loader")
+    return _pyisolate
+
+
+def _event(raw: tuple) -> dict:
+    time_ns, cgroup, tid, tgid, policy, hook, nr, port, family, source, addr, comm = raw
+    event = {
+        "time_ns": time_ns,
+        "hook": HOOKS.get(hook, str(hook)),
+        "tid": tid,
+        "pid": tgid,
+        "policy": policy,
+        "comm": comm.decode("utf-8", "replace"),
+        "marked_by": SOURCES.get(source, str(source)),
+        "cgroup": cgroup,
+    }
+    if hook in (1, 2):
+        host = ipaddress.ip_address(addr[:4] if family == socket.AF_INET else addr)
+        event["address"] = f"{host}:{port}" if host.version == 4 else f"[{host}]:{port}"
+    elif hook == 3:
+        event.update(family=family, type=nr, protocol=port)
+    elif hook == 4:
+        event["syscall"] = SYSCALLS.get(nr, nr)
+    return event
+
+
+class Guard:
+    """guard.bpf.o loaded (verified bytes) and attached: tp_btf programs globally, the
+    cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
+    is covered; unmarked tasks are never refused)."""
+
+    def __init__(self, directory: Path = OBJECTS, cgroup_dir: str | None = None):
+        data = verified_object(GUARD_OBJECT, directory)  # refused before anything loads
+        self._lib = _native()
+        self.cgroup_dir = cgroup_dir or cgroup2_root()
+        self._handle = self._lib.bpf_guard_open(data)
+        try:
+            self.attached = self._lib.bpf_guard_attach(self._handle, self.cgroup_dir)
+        except BaseException:
+            self._lib.bpf_guard_close(self._handle)
+            raise
+        self._policies = itertools.count(1)
+        self._rules: dict[int, list] = {}
+        self._lock = threading.Lock()
+        self._events: deque = deque(maxlen=EVENT_LOG)
+
+    def add_policy(self, connect) -> int:
+        """A new policy id holding these connect rules (("host", "port") pairs)."""
+        entries = rule_entries(connect)
+        with self._lock:
+            policy = next(self._policies)
+            self._rules[policy] = entries
+        for family, addr, port in entries:
+            self._lib.bpf_guard_rule(self._handle, policy, family, addr, port, True)
+        return policy
+
+    def drop_policy(self, policy: int) -> None:
+        with self._lock:
+            entries = self._rules.pop(policy, [])
+        for family, addr, port in entries:
+            self._lib.bpf_guard_rule(self._handle, policy, family, addr, port, False)
+
+    def mark_thread(self, tid: int, policy: int, flags: int) -> None:
+        self._lib.bpf_guard_mark_task(self._handle, tid, policy, flags)
+
+    def thread_mark(self, tid: int) -> tuple[int, int] | None:
+        """(policy, flags) the thread carries, or None."""
+        return self._lib.bpf_guard_task_mark(self._handle, tid)
+
+    def unmark_thread(self, tid: int) -> bool:
+        return self._lib.bpf_guard_unmark_task(self._handle, tid)
+
+    def mark_cgroup(self, cgroup_id: int, policy: int, flags: int | None) -> None:
+        """Mark every task of a cgroup v2 (its id: the inode of its directory) that has
+        no task mark of its own; flags None removes the mark."""
+        self._lib.bpf_guard_mark_cgroup(self._handle, cgroup_id, policy, flags)
+
+    def events(self) -> list[dict]:
+        """Every denial kept so far (newest last), after reading the ring buffer."""
+        with self._lock:
+            self._events.extend(_event(raw) for raw in self._lib.bpf_guard_events(self._handle))
+            return list(self._events)
+
+    def counters(self) -> dict:
+        return self._lib.bpf_guard_counters(self._handle)
+
+    def close(self) -> None:
+        self._lib.bpf_guard_close(self._handle)
+
+
+_shared: Guard | None = None
+_shared_error: str | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Guard | None:
+    """The process's Guard, loaded at the first call; None when it cannot be (then
+    `unavailable()` says why). A tampered object raises BpfIntegrityError every time."""
+    global _shared, _shared_error
+    with _shared_lock:
+        if _shared is None and _shared_error is None:
+            try:
+                if os.geteuid() != 0:
+                    raise BpfUnavailable("the supervisor is not root (loading BPF programs needs CAP_BPF and more)")
+                _shared = Guard()
+            except BpfIntegrityError:
+                raise
+            except (BpfUnavailable, OSError) as exc:
+                _shared_error = str(exc)
+        return _shared
+
+
+def unavailable() -> str | None:
+    return _shared_error
+
+
+def mark_sandbox(tid: int | None, connect) -> dict:
+    """Mark a sandbox's thread: its policy's connect rules, the exec kill. Returns what
+    the sandbox got, for `Sandbox.guards["bpf"]` (never raises for a host without BPF:
+    the report says why, and the mode does not depend on it)."""
+    guard = shared()
+    if guard is None:
+        return {"attached": False, "why": unavailable()}
+    if not tid:
+        return {"attached": False, "why": "the cell's create reply carries no thread id"}
+    policy = guard.add_policy(connect)
+    flags = MARK_KILL | (MARK_NET if connect else 0)
+    try:
+        guard.mark_thread(tid, policy, flags)
+    except OSError:
+        guard.drop_policy(policy)
+        raise
+    return {
+        "attached": True,
+        "tid": tid,
+        "policy": policy,
+        "network": "connect rules: " + ", ".join(f"{h}:{p}" for h, p in connect) if connect else "no network",
+        "exec_kill": True,
+        "programs": list(guard.attached),
+    }
+
+
+def unmark_sandbox(report: dict) -> None:
+    """The sandbox is closed: its rules go. Its threads keep their marks (a thread still
+    running then may connect nowhere) until they end; they are not unmarked by thread id,
+    which the kernel may already have given to another thread."""
+    guard = _shared
+    if guard is not None and report.get("attached"):
+        guard.drop_policy(report["policy"])
+
+
+def events_of(policies) -> list[dict]:
+    """The denials of these policy ids (a supervisor's sandboxes), newest last."""
+    guard = _shared
+    if guard is None:
+        return []
+    wanted = set(policies)
+    return [event for event in guard.events() if event["policy"] in wanted]
+
+
+def probe() -> dict:
+    """For `pyisolate doctor`: what this kernel does with PyIsolate's BPF programs, by
+    trying (loading without attaching): the host guards (guard.bpf.o, verified), and the
+    smallest BPF-LSM program (lsm/file_open)."""
+    try:
+        lib = _native()
+        if os.geteuid() != 0:
+            raise BpfUnavailable("not root: BPF program loads are refused to this user")
+    except BpfUnavailable as exc:
+        return {"host_guards": {"loads": False, "why": str(exc)}, "lsm": {"loads": False, "why": str(exc)}}
+    loads, err, detail = lib.bpf_probe_lsm()
+    out: dict = {"lsm": {"loads": loads, "errno": err, ("detail" if loads else "why"): detail}}
+    try:
+        lib.bpf_guard_close(lib.bpf_guard_open(verified_object()))
+        out["host_guards"] = {"loads": True}
+    except (BpfUnavailable, BpfIntegrityError, OSError) as exc:
+        out["host_guards"] = {"loads": False, "why": str(exc)}
+    return out

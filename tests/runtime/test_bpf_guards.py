@@ -1,0 +1,272 @@
+"""Host BPF guards (bpf/guard.bpf.c, pyisolate/bpf.py): the real programs, loaded from the
+built distribution into this kernel, and the kernel refusing.
+
+The supervisor must run on the distribution's interpreter (the loader is in its
+`_pyisolate`) as root, so each test runs a small driver script with it and reads back
+JSON. Sandbox guests use a test-only policy that re-enables ctypes, calling libc's
+connect() directly: the audit hook never sees it. Landlock allows the policy's PORTS
+(any host), so a connect to an allowed port on another host reaching the kernel is
+refused by cgroup/connect4 alone, with EPERM (Landlock would say EACCES).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+DRIVER_PRELUDE = r"""
+import json, os, socket, subprocess, sys, tempfile
+from pathlib import Path
+from pyisolate import Supervisor, bpf
+
+def policy(name, connect):
+    path = Path(tempfile.mkdtemp()) / f"{name}.toml"
+    path.write_text(f'''
+[policy]
+name = "{name}"
+description = "test only: ctypes re-enabled to call libc past the audit hook"
+[network]
+connect = {json.dumps(connect)}
+[modules]
+allow = ["*"]
+deny = []
+''')
+    return str(path)
+
+def listener(host, port=0):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.bind((host, port))
+    s.listen()
+    return s
+"""
+
+GUEST_LIBC = r"""
+import ctypes, socket, struct, threading
+libc = ctypes.CDLL(None, use_errno=True)
+
+def connect(host, port):
+    # errno of libc connect() (0: connected); ("socket", errno) when socket() failed
+    v6 = ":" in host
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    fd = libc.socket(family, socket.SOCK_STREAM, 0)
+    if fd < 0:
+        return ["socket", ctypes.get_errno()]
+    if v6:
+        addr = struct.pack("=H", family) + struct.pack("!HI16sI", port, 0, socket.inet_pton(family, host), 0)
+    else:
+        addr = struct.pack("=H", family) + struct.pack("!H4s8x", port, socket.inet_aton(host))
+    rc = libc.connect(fd, addr, len(addr))
+    e = ctypes.get_errno() if rc != 0 else 0
+    libc.close(fd)
+    return e
+"""
+
+
+@pytest.fixture
+def driver(python, cell_python, tmp_path):
+    """Run a driver script on the distribution's interpreter (as the supervisor)."""
+    need(os.geteuid() == 0, "loading BPF programs needs root")
+    site = Path(python).parent.parent / "lib" / "python3.14t" / "site-packages" / "pyisolate"
+    need((site / "bpf-objects" / "guard.bpf.o").is_file(), "the distribution ships no BPF objects; run `./dev dist`")
+    need(Path("/sys/kernel/btf/vmlinux").is_file(), "the kernel exposes no BTF (tp_btf programs need it)")
+
+    def run(body: str, timeout: float = 120) -> dict:
+        script = tmp_path / "driver.py"
+        script.write_text(DRIVER_PRELUDE + textwrap.dedent(body))
+        proc = subprocess.run(
+            [str(python), "-I", "-B", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYISOLATE_PYTHON": str(python)},
+        )
+        assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def test_tampered_object_is_refused(driver, python, tmp_path):
+    shipped = Path(python).parent.parent / "lib" / "python3.14t" / "site-packages" / "pyisolate" / "bpf-objects"
+    tampered = tmp_path / "objects"
+    tampered.mkdir()
+    for f in shipped.iterdir():
+        (tampered / f.name).write_bytes(f.read_bytes())
+    data = bytearray((tampered / "guard.bpf.o").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, in the middle of the programs
+    (tampered / "guard.bpf.o").write_bytes(bytes(data))
+    expected = hashlib.sha256((shipped / "guard.bpf.o").read_bytes()).hexdigest()
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    out = driver(
+        f"""
+        try:
+            bpf.Guard(Path({str(tampered)!r}))
+        except bpf.BpfIntegrityError as exc:
+            refused = {{"message": str(exc), "expected": exc.expected, "actual": exc.actual}}
+        else:
+            refused = None
+        intact = bpf.Guard(Path({str(shipped)!r}))  # the shipped object loads and attaches
+        print(json.dumps({{"refused": refused, "attached": list(intact.attached)}}))
+        """
+    )
+    refused = out["refused"]
+    assert refused is not None, "the tampered object was loaded"
+    assert refused["expected"] == expected and refused["actual"] == actual
+    assert "guard.bpf.o" in refused["message"] and expected in refused["message"] and actual in refused["message"]
+    assert set(out["attached"]) == {
+        "tp_btf/sched_process_fork",
+        "tp_btf/sys_enter",
+        "cgroup/sock_create",
+        "cgroup/connect4",
+        "cgroup/connect6",
+    }
+
+
+def test_connect_gated_per_sandbox_thread(driver):
+    """Two sandboxes of one cell, different rules: each connects only where its own
+    policy says; a thread the guest starts inherits the mark; denials are reported."""
+    out = driver(
+        f"""
+        GUEST = {GUEST_LIBC!r}
+        a = listener("127.0.0.1")
+        port = a.getsockname()[1]
+        b = listener("127.0.0.2", port)
+        with Supervisor(pool=0) as sup:
+            one = sup.spawn("one", policy("one", [f"127.0.0.1:{{port}}"]))
+            two = sup.spawn("two", policy("two", [f"127.0.0.2:{{port}}", "[::1]:*"]))
+            assert one.cell is two.cell
+            one.exec(GUEST + '''
+        def in_thread(box):
+            box.append(threading.get_native_id())
+            box.append(connect("127.0.0.2", PORT))
+        box = []
+        t = threading.Thread(target=in_thread, args=(box,))
+        t.start(); t.join()
+        post({{"tid": threading.get_native_id(), "allowed": connect("127.0.0.1", PORT),
+               "other_host": connect("127.0.0.2", PORT), "v6": connect("::1", PORT),
+               "thread_tid": box[0], "thread_other_host": box[1]}})
+        '''.replace("PORT", str(port)))
+            r1 = one.recv(timeout=30)
+            two.exec(GUEST + '''
+        post({{"tid": threading.get_native_id(), "allowed": connect("127.0.0.2", PORT),
+               "other_host": connect("127.0.0.1", PORT), "v6_any_port": connect("::1", 9)}})
+        '''.replace("PORT", str(port)))
+            r2 = two.recv(timeout=30)
+            guard = bpf.shared()
+            marks = {{"one": guard.thread_mark(r1["tid"]), "two": guard.thread_mark(r2["tid"])}}
+            reports = {{"one": one.guards["bpf"], "two": two.guards["bpf"]}}
+            events = sup.guard_events()
+            own = one.guard_events()
+        # The supervisor's own (unmarked) process connects anywhere.
+        s = socket.create_connection(("127.0.0.2", port)); s.close()
+        print(json.dumps({{"port": port, "one": r1, "two": r2, "marks": marks, "reports": reports,
+                          "events": events, "own": own}}))
+        """
+    )
+    port, one, two = out["port"], out["one"], out["two"]
+    assert one["allowed"] == 0 and two["allowed"] == 0
+    assert one["other_host"] == errno.EPERM  # cgroup/connect4 (Landlock allows the port)
+    assert two["other_host"] == errno.EPERM
+    assert one["v6"] == errno.EPERM  # cgroup/connect6: no IPv6 rule in "one"
+    assert two["v6_any_port"] == errno.ECONNREFUSED  # "[::1]:*" allows it; nobody listens on 9
+    assert one["thread_other_host"] == errno.EPERM and one["thread_tid"] != one["tid"]
+    r_one, r_two = out["reports"]["one"], out["reports"]["two"]
+    assert r_one["attached"] and r_two["attached"] and r_one["policy"] != r_two["policy"]
+    assert out["marks"]["one"] == [r_one["policy"], 0x3] and out["marks"]["two"] == [r_two["policy"], 0x3]
+    refused = {(e["hook"], e["tid"], e.get("address")) for e in out["events"]}
+    assert ("connect4", one["tid"], f"127.0.0.2:{port}") in refused
+    assert ("connect4", one["thread_tid"], f"127.0.0.2:{port}") in refused  # the inherited mark
+    assert ("connect6", one["tid"], f"[::1]:{port}") in refused
+    assert ("connect4", two["tid"], f"127.0.0.1:{port}") in refused
+    assert all(e["policy"] == r_one["policy"] for e in out["own"]) and len(out["own"]) == 3
+
+
+HELPER = r"""
+import os, socket, sys
+sys.stdin.readline()  # marked by now
+what = sys.argv[1]
+if what == "socket":
+    try:
+        socket.socket().close()
+        print("socket ok", flush=True)
+    except OSError as exc:
+        print(f"socket errno {exc.errno}", flush=True)
+elif what == "exec":
+    os.execv("/bin/true", ["true"])
+"""
+
+
+def test_marked_task_reaching_execve_is_killed(driver):
+    """Sandbox threads cannot reach execve (seccomp); a plain helper process without
+    seccomp, marked through the test-only path, shows what happens to a task that does."""
+    out = driver(
+        f"""
+        guard = bpf.shared()
+        policy_id = guard.add_policy([])
+        results = {{}}
+        for name, flags in (("marked", bpf.MARK_KILL), ("unmarked", None)):
+            proc = subprocess.Popen([sys.executable, "-I", "-c", {HELPER!r}, "exec"], stdin=subprocess.PIPE, text=True)
+            if flags is not None:
+                guard.mark_thread(proc.pid, policy_id, flags)
+            proc.stdin.write("go\\n"); proc.stdin.flush()
+            results[name] = proc.wait(timeout=30)
+        events = [e for e in guard.events() if e["policy"] == policy_id]
+        print(json.dumps({{"results": results, "events": events}}))
+        """
+    )
+    assert out["results"] == {"marked": -signal.SIGKILL, "unmarked": 0}
+    kills = [e for e in out["events"] if e["hook"] == "exec-kill"]
+    assert len(kills) == 1 and kills[0]["syscall"] == "execve"
+
+
+def test_socket_refused_by_task_mark_and_by_cgroup_mark(driver):
+    """cgroup/sock_create: a marked task without connect rules gets no IPv4/IPv6 socket,
+    whether marked itself (task storage) or through its cgroup v2 (the fallback)."""
+    out = driver(
+        f"""
+        guard = bpf.shared()
+        policy_id = guard.add_policy([])
+        def helper():
+            return subprocess.Popen([sys.executable, "-I", "-c", {HELPER!r}, "socket"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        def finish(proc):
+            out, _ = proc.communicate("go\\n", timeout=30)
+            return out.strip()
+        results = {{}}
+        proc = helper()
+        guard.mark_thread(proc.pid, policy_id, 0)
+        results["task"] = finish(proc)
+        cg = Path(bpf.cgroup2_root()) / f"pyisolate-test-{{os.getpid()}}"
+        cg.mkdir()
+        try:
+            proc = helper()
+            (cg / "cgroup.procs").write_text(str(proc.pid))
+            guard.mark_cgroup(cg.stat().st_ino, policy_id, 0)
+            results["cgroup"] = finish(proc)
+            guard.mark_cgroup(cg.stat().st_ino, policy_id, None)
+            proc = helper()
+            (cg / "cgroup.procs").write_text(str(proc.pid))
+            results["cgroup_unmarked"] = finish(proc)
+        finally:
+            cg.rmdir()
+        events = [e for e in guard.events() if e["policy"] == policy_id]
+        print(json.dumps({{"results": results, "events": events}}))
+        """
+    )
+    assert out["results"] == {
+        "task": f"socket errno {errno.EPERM}",
+        "cgroup": f"socket errno {errno.EPERM}",
+        "cgroup_unmarked": "socket ok",
+    }
+    sources = sorted(e["marked_by"] for e in out["events"] if e["hook"] == "sock_create")
+    assert sources == ["cgroup", "task"]
