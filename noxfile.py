@@ -13,6 +13,7 @@ with hashes; system packages from build/system-packages.txt (installed by the dr
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -68,19 +69,21 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     install(session, "lint")
-    paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "noxfile.py"]
+    paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "docker", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session
 def vmtest(session: nox.Session) -> None:
-    """The BPF-LSM programs in QEMU guests booting Debian's 6.1 and 6.12 kernels, and a
-    negative control without `bpf` in lsm= (tests/vm/vmtest.py; `-- --kernel 6.1` etc.)."""
+    """The BPF-LSM programs in QEMU guests booting Debian's 6.1 and 6.12 kernels, the built
+    distribution's runtime in them, and a negative control without `bpf` in lsm=
+    (tests/vm/vmtest.py; `-- --kernel 6.1`, `-- --no-runtime` etc.)."""
     install(session, "build")
     driver(session, "deps", "--list", str(ROOT / "tests" / "vm" / "system-packages.txt"))
+    driver(session, "dist")  # --runtime runs it in the guests (`-- --no-runtime` skips that)
     harness, out = ROOT / "tests" / "vm" / "vmtest.py", ROOT / "out" / "vmtest" / "results.json"
-    session.run("python", str(harness), "--json", str(out), *session.posargs, env=DRIVER_ENV)
+    session.run("python", str(harness), "--runtime", "--json", str(out), *session.posargs, env=DRIVER_ENV)
 
 
 @nox.session
@@ -90,7 +93,10 @@ def bench(session: nox.Session) -> None:
     driver(session, "dist")
     driver(session, "dist", "--flavour", "plain")  # the baseline of bench/interp.py
     driver(session, "dist", "--flavour", "cfi")
+    install(session, "bench")  # report, schema check, RestrictedPython and nsjail (peers)
+    driver(session, "deps", "--list", str(ROOT / "bench" / "system-packages.txt"))  # the other peers
     out = ROOT / "out" / "bench"
+    session.run("rm", "-rf", str(out / "parts"), external=True)  # each suite writes its part afresh
     session.run(
         str(DIST / "bin" / "python3"),
         str(ROOT / "bench" / "runtime.py"),
@@ -107,6 +113,12 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         external=True,
     )
+    session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "scaling.py"), *session.posargs, external=True)
+    session.run("python", str(ROOT / "bench" / "peers" / "run.py"), "--dist", str(DIST), *session.posargs)
+    # every suite's part (and runtime.json, interp.json) → results.json, validated, then the report
+    session.run("python", str(ROOT / "bench" / "results.py"), "merge")
+    session.run("python", str(ROOT / "bench" / "results.py"), "check", str(out / "results.json"), "--min-results", "20")
+    session.run("python", str(ROOT / "bench" / "report.py"))
 
 
 # --- distribution ------------------------------------------------------------------------
@@ -158,6 +170,33 @@ def repro(session: nox.Session) -> None:
         session.run("diffoscope", "--text", str(work / "diffoscope.txt"), str(first), str(second), success_codes=[0, 1])
         session.error(f"the two builds differ; see {work / 'diffoscope.txt'}")
     session.log("reproducible: both builds gave the same tarball")
+
+
+@nox.session
+def docker(session: nox.Session) -> None:
+    """Builder and runtime images from a debootstrap'ed Debian bookworm, no registry
+    (docker/images.py): the builder's release tarball must equal the native build's, and
+    the runtime image must run an untrusted script sandboxed. Starts the project's own
+    dockerd (docker/dockerd.sh) when none runs, and then stops it at the end, also on failure."""
+    install(session, "build")
+    driver(session, "deps", "--list", str(ROOT / "docker" / "system-packages.txt"))
+    dockerd = str(ROOT / "docker" / "dockerd.sh")
+    ours = session.run(dockerd, "status", external=True, success_codes=[0, 3], silent=True).startswith("dockerd: not")
+    session.run(dockerd, "start", external=True)  # reuses a running one (then left running)
+    try:
+        host = session.run(dockerd, "env", external=True, silent=True).strip().split("=", 1)[1]
+        images = str(ROOT / "docker" / "images.py")
+        session.run("python", images, *session.posargs, env=dict(DRIVER_ENV, DOCKER_HOST=host), success_codes=[0, 3])
+        results = json.loads((ROOT / "out" / "docker" / "results.json").read_text())
+        if not results["checks"]["same tarball"]["ok"]:  # exit status 3
+            install(session, "repro", binary_only=False)
+            report = ROOT / "out" / "docker" / "diffoscope.txt"
+            tarballs = [results["tarballs"]["host"], results["tarballs"]["container"]]
+            session.run("diffoscope", "--text", str(report), *tarballs, success_codes=[0, 1])
+            session.error(f"the builder image's tarball differs from the native one; see {report}")
+    finally:
+        if ours:
+            session.run(dockerd, "stop", external=True)
 
 
 @nox.session

@@ -28,6 +28,10 @@ def file(path: str, data: bytes, executable: bool = False) -> Entry:
     return Entry(path, stat.S_IFREG | (0o755 if executable else 0o644), data)
 
 
+def symlink(path: str, target: str) -> Entry:
+    return Entry(path, stat.S_IFLNK | 0o777, target.encode())
+
+
 def char_device(path: str, major: int, minor: int, perms: int = 0o600) -> Entry:
     return Entry(path, stat.S_IFCHR | perms, rdev=(major, minor))
 

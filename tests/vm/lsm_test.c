@@ -463,10 +463,10 @@ static void write_file(const char *path)
 		die(path);
 }
 
-static void fs_rule(const char *path, __u32 bits)
+static void fs_rule_for(__u32 policy, const char *path, __u32 bits)
 {
 	struct stat st;
-	struct pyi_fs_key key = { .policy = POLICY };
+	struct pyi_fs_key key = { .policy = policy };
 
 	if (stat(path, &st))
 		die(path);
@@ -474,6 +474,11 @@ static void fs_rule(const char *path, __u32 bits)
 	key.ino = st.st_ino;
 	if (bpf_map_update_elem(bpf_map__fd(skel->maps.fs_rules), &key, &bits, BPF_ANY))
 		die("fs_rules update");
+}
+
+static void fs_rule(const char *path, __u32 bits)
+{
+	fs_rule_for(POLICY, path, bits);
 }
 
 static int listener(void)
@@ -577,6 +582,135 @@ static void setup(void)
 	       port_denied, port6_allowed, port6_denied, (unsigned long long)cgroup_id);
 }
 
+/* ---- the distribution's runtime in the guest (--runtime) ---------------------------------
+ * guest_runtime.py (run by /dist/bin/python3) makes two sandboxes in one cell and reports
+ * their threads; only sandbox a's thread is marked, with path rules that reach
+ * /srv/data/public and /dist but not /srv/data/secret (which its policy, Landlock and the
+ * audit hook all allow, so only our hook can refuse it). */
+#define RT_POLICY 8
+#define RT_TIMEOUT 600 /* seconds: TCG runs the interpreter slowly */
+
+static const char *runtime_checks[] = {
+	"runtime.two-sandboxes-in-one-cell",
+	"runtime.sandbox-a.rule-file.allowed",
+	"runtime.sandbox-a.outside-rules.denied",
+	"runtime.sandbox-b.untargeted.allowed",
+	"runtime.supervisor.untargeted.allowed",
+	"runtime.events.sandbox-a-thread",
+};
+#define N_RUNTIME (sizeof(runtime_checks) / sizeof(runtime_checks[0]))
+
+static pid_t rt_tid;
+static int rt_events, rt_other_events;
+
+static int on_runtime_event(void *ctx, void *data, size_t size)
+{
+	const struct pyi_event *e = data;
+	const struct pyi_file_id *id = (const void *)e->addr;
+
+	(void)ctx;
+	if (size < sizeof(*e) || e->policy != RT_POLICY)
+		return 0;
+	if (e->hook == PYI_HOOK_FILE_OPEN && e->tid == (__u32)rt_tid)
+		rt_events++;
+	else
+		rt_other_events++;
+	printf("VMTEST-INFO runtime event hook=%u tid=%u comm=%.16s dev=%u ino=%llu\n", e->hook, e->tid, e->comm, id->dev,
+	       (unsigned long long)id->ino);
+	return 0;
+}
+
+static void runtime_result(int i, int ok, const char *detail)
+{
+	struct check c = { .name = runtime_checks[i] };
+
+	result(&c, ok, "%s", detail);
+}
+
+static void run_runtime(void)
+{
+	struct pyi_mark mark = { .policy = RT_POLICY, .flags = PYI_MARK_FS };
+	int in[2], out[2], got[N_RUNTIME] = { 0 };
+	char line[1024], *how = "pending";
+	pid_t pid, cell, tid_b;
+	FILE *from;
+
+	fs_rule_for(RT_POLICY, "/dist", PYI_FS_READ);
+	fs_rule_for(RT_POLICY, "/srv/data/public", PYI_FS_READ);
+	if (pipe(in) || pipe(out))
+		die("pipe");
+	pid = fork();
+	if (pid == 0) {
+		char *argv[] = { "/dist/bin/python3", "/srv/guest_runtime.py", "/srv/data", NULL };
+		char *envp[] = { "PATH=/bin", "HOME=/tmp", "LANG=C.UTF-8", NULL };
+
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		close(in[1]);
+		close(out[0]);
+		if (chdir("/tmp"))
+			_exit(127);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	alarm(RT_TIMEOUT); /* a hung runtime ends the run; the harness counts what is missing */
+	from = fdopen(out[0], "r");
+	while (fgets(line, sizeof(line), from)) {
+		char name[64], outcome[900];
+
+		line[strcspn(line, "\n")] = 0;
+		printf("VMTEST-INFO runtime: %s\n", line);
+		if (sscanf(line, "TARGET %d %d %d", &cell, &rt_tid, &tid_b) == 3) {
+			if (mark_task(rt_tid, &mark, PIDFD_THREAD) == 0)
+				how = "PIDFD_THREAD";
+			else
+				pending_add(rt_tid, &mark);
+			snprintf(outcome, sizeof(outcome), "cell %d: sandbox a on thread %d (marked via %s), b on %d", cell,
+				 rt_tid, how, tid_b);
+			runtime_result(0, rt_tid != tid_b, outcome);
+			got[0] = 1;
+			if (write(in[1], "go\n", 3) != 3)
+				die("write to guest_runtime.py");
+		} else if (sscanf(line, "RESULT %63s %899[^\n]", name, outcome) == 2) {
+			int denied = strstr(outcome, "Errno 13") != NULL || strstr(outcome, "PermissionError") != NULL;
+			int ok = strcmp(outcome, "ok") == 0;
+
+			if (strcmp(name, "a.public") == 0)
+				runtime_result(1, ok, outcome), got[1] = 1;
+			else if (strcmp(name, "a.secret") == 0)
+				runtime_result(2, denied, outcome), got[2] = 1;
+			else if (strcmp(name, "b.secret") == 0)
+				runtime_result(3, ok, outcome), got[3] = 1;
+			else if (strcmp(name, "supervisor.secret") == 0)
+				runtime_result(4, ok, outcome), got[4] = 1;
+		}
+	}
+	alarm(0);
+	fclose(from);
+	close(in[1]);
+	waitpid(pid, NULL, 0);
+	if (strcmp(how, "pending") == 0 && rt_tid)
+		pending_done(rt_tid);
+	{
+		struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(skel->maps.events), on_runtime_event, NULL, NULL);
+		char detail[128];
+
+		if (rb) {
+			ring_buffer__consume(rb);
+			ring_buffer__free(rb);
+		}
+		snprintf(detail, sizeof(detail), "%d file_open refusals reported for thread %d, %d for others", rt_events,
+			 rt_tid, rt_other_events);
+		runtime_result(5, rt_events > 0 && rt_other_events == 0, detail);
+		got[5] = 1;
+	}
+	for (size_t i = 0; i < N_RUNTIME; i++)
+		if (!got[i])
+			runtime_result(i, 0, "guest_runtime.py did not get this far");
+}
+
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	if (level == LIBBPF_DEBUG)
@@ -589,9 +723,16 @@ int main(int argc, char **argv)
 {
 	int err;
 
+	int runtime = argc > 1 && strcmp(argv[1], "--runtime") == 0;
+
 	if (argc > 1 && strcmp(argv[1], "--list") == 0) {
 		for (size_t i = 0; i < N_CHECKS; i++)
 			printf("%s\n", checks[i].name);
+		return 0;
+	}
+	if (argc > 1 && strcmp(argv[1], "--list-runtime") == 0) {
+		for (size_t i = 0; i < N_RUNTIME; i++)
+			printf("%s\n", runtime_checks[i]);
 		return 0;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -612,6 +753,8 @@ int main(int argc, char **argv)
 		else
 			result(&checks[i], 0, "not run: the object did not load");
 	}
+	if (runtime && skel)
+		run_runtime();
 	printf("VMTEST-END passed=%d failed=%d\n", passed, failed);
 	if (skel)
 		lsm_bpf__destroy(skel);

@@ -11,11 +11,14 @@ This host refuses every LSM program load, so bpf/lsm.bpf.o is tested in QEMU gue
   3. an initramfs: busybox, lsm_test, an /init that mounts what it needs and runs it;
   4. each kernel booted with lsm=landlock,lockdown,yama,bpf: every check `lsm_test
      --list` names must print PASS;
-  5. the negative control: one kernel booted without `bpf` in lsm=. No check whose name
+  5. with --runtime, the built distribution too (out/dist/current, without its tests):
+     tests/vm/guest_runtime.py makes two sandboxes in one cell, lsm_test marks one
+     sandbox's thread, and only that thread is refused (the `runtime.*` checks);
+  6. the negative control: one kernel booted without `bpf` in lsm=. No check whose name
      ends in `.denied` may pass there (a refusal that survives comes from something else
      than our programs), and the run as a whole must fail.
 
-    python tests/vm/vmtest.py [--kernel NAME ...] [--no-control] [--json FILE]
+    python tests/vm/vmtest.py [--kernel NAME ...] [--no-control] [--runtime] [--json FILE]
 (with PYTHONPATH=build; the nox session sets it). Exit status 0 only when all of it held.
 """
 
@@ -63,7 +66,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp
 ifconfig lo 127.0.0.1 up
 echo "VMTEST-INFO kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm) uptime=$(cut -d' ' -f1 /proc/uptime)"
-/lsm_test
+if [ -x /dist/bin/python3 ]; then /lsm_test --runtime; else /lsm_test; fi
 echo "VMTEST-EXIT status=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
 poweroff -f
 """
@@ -144,20 +147,72 @@ def build_loader(artefact: Path, work: Path, reporter: Reporter) -> Path:
     return out
 
 
-def check_names(loader: Path) -> list[str]:
-    proc = subprocess.run([str(loader), "--list"], capture_output=True, text=True, check=True)
-    return proc.stdout.split()
+def check_names(loader: Path, runtime: bool) -> list[str]:
+    names = []
+    for flag in ("--list", "--list-runtime") if runtime else ("--list",):
+        names += subprocess.run([str(loader), flag], capture_output=True, text=True, check=True).stdout.split()
+    return names
 
 
-def make_initramfs(box: Path, loader: Path, out: Path) -> None:
-    entries = [initramfs.directory(d) for d in ("bin", "dev", "proc", "sys", "tmp", "srv")]
+# What of the distribution the guest does not need (the test suite alone is 160 MB).
+DIST_SKIP = {"test", "idlelib", "ensurepip", "tkinter", "turtledemo", "pydoc_data", "include", "share"}
+
+
+def _libraries(binaries: list[Path]) -> set[Path]:
+    """The shared libraries (ldd) the binaries load, the dynamic loader included."""
+    libs: set[Path] = set()
+    for binary in binaries:
+        proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0] if parts else ""
+            if path.startswith("/"):
+                libs.add(Path(path))
+    return libs
+
+
+def dist_entries(prefix: Path) -> list[initramfs.Entry]:
+    """The built distribution under /dist (without its tests and GUI), the host libraries
+    its interpreter and extension modules load, and guest_runtime.py."""
+    entries: list[initramfs.Entry] = [initramfs.directory("dist")]
+    binaries = []
+    for path in sorted(prefix.rglob("*")):
+        rel = path.relative_to(prefix)
+        if DIST_SKIP & set(rel.parts) or rel.name.startswith(("config-", "_tkinter")):
+            continue
+        where = f"dist/{rel}"
+        if path.is_symlink():
+            entries.append(initramfs.symlink(where, os.readlink(path)))
+        elif path.is_dir():
+            entries.append(initramfs.directory(where))
+        else:
+            entries.append(initramfs.file(where, path.read_bytes(), executable=os.access(path, os.X_OK)))
+            if path.suffix == ".so" or (rel.parts[0] == "bin" and path.name.startswith("python")):
+                binaries.append(path)
+    dirs = set()
+    for lib in sorted(_libraries(binaries)):
+        for parent in reversed(lib.parent.parents[:-1]):
+            dirs.add(str(parent).lstrip("/"))
+        dirs.add(str(lib.parent).lstrip("/"))
+        entries.append(initramfs.file(str(lib).lstrip("/"), lib.read_bytes(), executable=True))
+    entries[:0] = [initramfs.directory(d) for d in sorted(dirs)]
+    entries.append(initramfs.file("srv/guest_runtime.py", (HERE / "guest_runtime.py").read_bytes()))
+    return entries
+
+
+def make_initramfs(box: Path, loader: Path, out: Path, prefix: Path | None = None) -> None:
+    entries = [initramfs.directory(d) for d in ("bin", "dev", "proc", "sys", "tmp", "srv", "srv/data")]
     entries += [
         initramfs.char_device("dev/console", 5, 1),
         initramfs.char_device("dev/null", 1, 3, 0o666),
         initramfs.file("bin/busybox", box.read_bytes(), executable=True),
         initramfs.file("lsm_test", loader.read_bytes(), executable=True),
         initramfs.file("init", INIT.encode(), executable=True),
+        initramfs.file("srv/data/public", b"public\n"),
+        initramfs.file("srv/data/secret", b"secret\n"),
     ]
+    if prefix is not None:
+        entries += dist_entries(prefix)
     initramfs.write(entries, out)
 
 
@@ -166,7 +221,7 @@ def make_initramfs(box: Path, loader: Path, out: Path) -> None:
 
 def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout: float) -> Boot:
     log = logs / f"{label}.log"
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "512M"]
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"]
     cmd += ["-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
     cmd += ["-append", f"console=ttyS0 panic=-1 quiet lsm={lsm}"]
     start = time.monotonic()
@@ -250,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-kernel", default=None, help="kernel of the negative control (default: newest)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per boot")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--runtime",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run the built distribution (out/dist/current) in the guests, one sandbox thread marked",
+    )
     args = parser.parse_args(argv)
 
     console = Console(stderr=False, highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -265,14 +326,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.kernel and len(chosen) != len(set(args.kernel)):
         raise SystemExit(f"unknown kernel among {args.kernel}; the lock has {[k.name for k in available]}")
     box = busybox(sources, cache_root, reporter.info)
+    prefix = None
+    if args.runtime:
+        prefix = (ROOT / "out" / "dist" / "current").resolve()
+        if not (prefix / "bin" / "python3").exists():
+            raise SystemExit(f"{prefix}: no built distribution for --runtime; run ./dev dist first")
     artefact = bpf.build(REPO, reporter)
     with tempfile.TemporaryDirectory(prefix="vmtest-") as tmp:
         work = Path(tmp)
         with reporter.phase("vmtest-build", "lsm_test + initramfs"):
             loader = build_loader(artefact, work, reporter)
-            names = check_names(loader)
+            names = check_names(loader, args.runtime)
             initrd = out / "initramfs.cpio.gz"
-            make_initramfs(box, loader, initrd)
+            make_initramfs(box, loader, initrd, prefix)
     prepared = time.monotonic() - started
 
     boots: list[Boot] = []
