@@ -64,9 +64,9 @@ class BpfUnavailable(PyIsolateError):
     """The host BPF guards cannot be loaded here (the message says why)."""
 
 
-def read_manifest(directory: Path = OBJECTS) -> dict[str, str]:
+def read_manifest(directory: Path | None = None) -> dict[str, str]:
     """Object name → SHA-256 hex, from the manifest next to the objects."""
-    path = directory / MANIFEST
+    path = (directory or OBJECTS) / MANIFEST
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -79,9 +79,10 @@ def read_manifest(directory: Path = OBJECTS) -> dict[str, str]:
     return {name: str(entry.get("sha256", "")) for name, entry in objects.items() if isinstance(entry, dict)}
 
 
-def verified_object(name: str = GUARD_OBJECT, directory: Path = OBJECTS) -> bytes:
+def verified_object(name: str = GUARD_OBJECT, directory: Path | None = None) -> bytes:
     """The object's bytes, read once and checked against the manifest: the same bytes
     object goes to the loader, so what is loaded is what was hashed."""
+    directory = directory or OBJECTS
     expected = read_manifest(directory).get(name)
     if not expected:
         raise BpfIntegrityError(name, "an entry in the manifest", "none", directory / MANIFEST)
@@ -162,8 +163,8 @@ class Guard:
     cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
     is covered; unmarked tasks are never refused)."""
 
-    def __init__(self, directory: Path = OBJECTS, cgroup_dir: str | None = None):
-        data = verified_object(GUARD_OBJECT, directory)  # refused before anything loads
+    def __init__(self, directory: Path | None = None, cgroup_dir: str | None = None):
+        data = verified_object(GUARD_OBJECT, directory or OBJECTS)  # refused before anything loads
         self._lib = _native()
         self.cgroup_dir = cgroup_dir or cgroup2_root()
         self._handle = self._lib.bpf_guard_open(data)

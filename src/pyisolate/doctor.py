@@ -173,7 +173,8 @@ def render(data: dict, out=sys.stdout) -> None:
     for name, text in rows:
         print(f"  {name:17} {text}", file=out)
     explain = {
-        "landlock": "seccomp + Landlock + rlimits: the design's reduced-guarantees fallback (no BPF-LSM)",
+        "landlock": "seccomp + Landlock + rlimits (+ the host BPF guards where they load): the design's "
+        "reduced-guarantees fallback (no BPF-LSM)",
         "none": "NO KERNEL GUARDS: sandboxes are refused unless their policy accepts reduced guarantees",
         "full": "BPF-LSM + seccomp + Landlock + cgroups",
     }

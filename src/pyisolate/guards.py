@@ -85,8 +85,14 @@ def attach(cell) -> GuardReport:
     else:
         missing.append("rlimits")
         details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
-    # Host BPF guards: loaded here at the first cell (a tampered object raises).
-    if bpf.shared() is not None:
+    # Host BPF guards: loaded here at the first cell. A tampered object is refused, and
+    # so is the cell (it never gets "go").
+    try:
+        guard = bpf.shared()
+    except bpf.BpfIntegrityError:
+        cell.kill()
+        raise
+    if guard is not None:
         attached += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = (
             "cgroup/connect4, connect6, sock_create: each sandbox thread (task storage) connects only to its "

@@ -116,13 +116,23 @@ def test_tampered_object_is_refused(driver, python, tmp_path):
         else:
             refused = None
         intact = bpf.Guard(Path({str(shipped)!r}))  # the shipped object loads and attaches
-        print(json.dumps({{"refused": refused, "attached": list(intact.attached)}}))
+        # A supervisor whose objects were tampered with starts no cell, and no guest runs.
+        bpf.OBJECTS = Path({str(tampered)!r})
+        try:
+            with Supervisor(pool=0) as sup:
+                sup.spawn("never", "compute-only")
+        except bpf.BpfIntegrityError as exc:
+            spawn = str(exc)
+        else:
+            spawn = None
+        print(json.dumps({{"refused": refused, "attached": list(intact.attached), "spawn": spawn}}))
         """
     )
     refused = out["refused"]
     assert refused is not None, "the tampered object was loaded"
     assert refused["expected"] == expected and refused["actual"] == actual
     assert "guard.bpf.o" in refused["message"] and expected in refused["message"] and actual in refused["message"]
+    assert out["spawn"] is not None and actual in out["spawn"], "a supervisor used the tampered object"
     assert set(out["attached"]) == {
         "tp_btf/sched_process_fork",
         "tp_btf/sys_enter",
