@@ -36,7 +36,6 @@ def __pyisolate_boot__(config_json):
     fd = cfg["fd"]
     stdlib_root = cfg["stdlib"]
     deny = tuple(policy["modules_deny"])
-    allow = tuple(policy["modules_allow"])
     enabled_builtins = frozenset(policy["builtins_enable"])
 
     # What the boot itself needs, imported while the distribution's trusted bytecode
@@ -55,6 +54,17 @@ def __pyisolate_boot__(config_json):
     for name in list(sys.modules):
         if any(name == d or name.startswith(d + ".") for d in deny):
             del sys.modules[name]
+
+    # The rule book (read-only; see step 3), mapped before the gate refuses `mmap`, whose
+    # module then leaves sys.modules: the guest's imports of it stay refused.
+    import functools
+    import mmap
+    import struct
+
+    book = mmap.mmap(cfg["rules_fd"], cfg["rules_size"], mmap.MAP_SHARED, mmap.PROT_READ)
+    posix.close(cfg["rules_fd"])
+    if "mmap" in deny:
+        del sys.modules["mmap"]
 
     # 1. The C-level gate, when this build has it.
     restrict = getattr(_imp, "_pyisolate_restrict", None)
@@ -109,9 +119,53 @@ def __pyisolate_boot__(config_json):
         return tuple(out)
 
     stdlib_roots = both_forms([stdlib_root])
-    read_roots = both_forms(list(policy["fs_read"]) + list(policy["fs_write"]) + [stdlib_root])
-    write_roots = both_forms(policy["fs_write"])
-    connect_rules = tuple((h, p) for h, p in policy["net_connect"])
+
+    # The policy's rules, current version: read from the rule book (pyisolate/rulebook.py),
+    # a memfd the cell writes and this interpreter maps read-only. Its descriptor is
+    # closed here, before any guest code runs. Each check calls `current()` once and
+    # decides with that one immutable tuple: a reload switches versions between checks,
+    # never inside one.
+    header, slot_size = cfg["rules_layout"]
+    gen_at = struct.Struct("<Q").unpack_from
+    slot_at = struct.Struct("<QI16s").unpack_from
+
+    class Stale(Exception):
+        pass
+
+    def rules_from(wire, gen):
+        read = both_forms(list(wire["fs_read"]) + list(wire["fs_write"]) + [stdlib_root])
+        connect = tuple((h, p) for h, p in wire["net_connect"])
+        deny_now = tuple(wire["modules_deny"])
+        allow_now = tuple(wire["modules_allow"])
+        no_ctypes = bool({"ctypes", "_ctypes", "cffi"} & set(deny_now))
+        return (gen, read, both_forms(wire["fs_write"]), connect, bool(connect), deny_now, allow_now, no_ctypes)
+
+    @functools.lru_cache(maxsize=4)
+    def rules_at(gen, tag, *, _loads=json.loads):
+        # Keyed by (generation, random tag): a guest calling this can only cache the
+        # version the book holds now, under its real key.
+        base = header + (gen % 2) * slot_size
+        held, length, held_tag = slot_at(book, base)
+        if held != gen or held_tag != tag:
+            raise Stale
+        body = book[base + 28 : base + 28 + length]
+        if gen_at(book, base)[0] != gen:
+            raise Stale
+        return rules_from(_loads(body), gen)
+
+    def current(*, _gen_at=gen_at, _slot_at=slot_at, _rules_at=rules_at, _Stale=Stale, _range=range):
+        for _ in _range(10000):
+            gen = _gen_at(book, 8)[0]
+            held, _length, tag = _slot_at(book, header + (gen % 2) * slot_size)
+            if held != gen or gen == 0:
+                continue
+            try:
+                return _rules_at(gen, tag)
+            except _Stale:
+                continue
+        raise PermissionError("sandbox: the policy could not be read; refusing")
+
+    current()  # the first version must be readable before anything runs
     write_flags = posix.O_WRONLY | posix.O_RDWR | posix.O_APPEND | posix.O_CREAT | posix.O_TRUNC
     read_events = frozenset(
         {
@@ -219,17 +273,14 @@ def __pyisolate_boot__(config_json):
         event,
         args,
         *,
-        _read=read_roots,
-        _write=write_roots,
+        _current=current,
         _stdlib=stdlib_roots,
-        _connect=connect_rules,
-        _net=bool(connect_rules),
-        _deny=deny,
         _wflags=write_flags,
         _reads=read_events,
         _writes=write_events,
         _denied=denied_events,
         _nets=net_events,
+        _policy_events=frozenset({"open", "import", "socket.connect"}) | read_events | write_events | net_events,
         _norm=_norm,
         _under=_under,
         _isinstance=isinstance,
@@ -240,9 +291,19 @@ def __pyisolate_boot__(config_json):
         _bytes=bytes,
         _hasattr=hasattr,
         _len=len,
-        _no_ctypes=bool({"ctypes", "_ctypes", "cffi"} & set(deny)),
+        _static_no_ctypes=bool({"ctypes", "_ctypes", "cffi"} & set(deny)),
         _PermissionError=PermissionError,
     ):
+        if event in _denied:
+            raise _PermissionError(f"sandbox: {event} is not allowed")
+        if event not in _policy_events:
+            if _static_no_ctypes and (event.startswith("ctypes.") or event.startswith("cffi.")):
+                raise _PermissionError(f"sandbox: {event} is not allowed")
+            if event in ("object.__setattr__", "object.__delattr__") and _isinstance(args[0], _function):
+                raise _PermissionError(f"sandbox: changing {args[1]} of a function is not allowed")
+            return
+        # One version of the rules for the whole check.
+        version, _read, _write, _connect, _net, _deny, _allow, _no_ctypes = _current()
         if event == "open":
             path, mode, flags = args
             if _isinstance(path, _int):
@@ -255,9 +316,9 @@ def __pyisolate_boot__(config_json):
                 writing = writing or "w" in mode or "a" in mode or "x" in mode or "+" in mode
             if writing:
                 if not _under(p, _write):
-                    raise _PermissionError(f"sandbox: writing {p} is not allowed by the policy")
+                    raise _PermissionError(f"sandbox: writing {p} is not allowed by the policy (version {version})")
             elif not _under(p, _read):
-                raise _PermissionError(f"sandbox: reading {p} is not allowed by the policy")
+                raise _PermissionError(f"sandbox: reading {p} is not allowed by the policy (version {version})")
             elif p.endswith(".pyc") and not _under(p, _stdlib):
                 raise _PermissionError(f"sandbox: loading bytecode from {p} is not allowed")
             return
@@ -265,22 +326,24 @@ def __pyisolate_boot__(config_json):
             name = args[0]
             for d in _deny:
                 if name == d or name.startswith(d + "."):
-                    raise _PermissionError(f"sandbox: import of {name!r} is not allowed by the policy")
+                    raise _PermissionError(
+                        f"sandbox: import of {name!r} is not allowed by the policy (version {version})"
+                    )
             return
-        if event in _denied or (_no_ctypes and (event.startswith("ctypes.") or event.startswith("cffi."))):
-            raise _PermissionError(f"sandbox: {event} is not allowed")
         if event in _writes:
             for arg in args[:2]:
                 if _isinstance(arg, (_str, _bytes)) or _hasattr(arg, "__fspath__"):
                     p = _norm(arg)
                     if not _under(p, _write):
-                        raise _PermissionError(f"sandbox: {event} on {p} is not allowed by the policy")
+                        raise _PermissionError(
+                            f"sandbox: {event} on {p} is not allowed by the policy (version {version})"
+                        )
             return
         if event in _reads:
             if args and args[0] is not None and not _isinstance(args[0], _int):
                 p = _norm(args[0])
                 if not _under(p, _read):
-                    raise _PermissionError(f"sandbox: {event} on {p} is not allowed by the policy")
+                    raise _PermissionError(f"sandbox: {event} on {p} is not allowed by the policy (version {version})")
             return
         if event == "socket.connect":
             address = args[1]
@@ -289,13 +352,15 @@ def __pyisolate_boot__(config_json):
                 for rule_host, rule_port in _connect:
                     if rule_host in ("*", host) and rule_port in ("*", port):
                         return
-            raise _PermissionError(f"sandbox: connecting to {address!r} is not allowed by the policy")
+            raise _PermissionError(
+                f"sandbox: connecting to {address!r} is not allowed by the policy (version {version})"
+            )
         if event in _nets:
             if not _net:
-                raise _PermissionError(f"sandbox: {event} is not allowed (the policy grants no network)")
+                raise _PermissionError(
+                    f"sandbox: {event} is not allowed (the policy grants no network; version {version})"
+                )
             return
-        if event in ("object.__setattr__", "object.__delattr__") and _isinstance(args[0], _function):
-            raise _PermissionError(f"sandbox: changing {args[1]} of a function is not allowed")
 
     sys.addaudithook(hook)
 
@@ -342,10 +407,19 @@ def __pyisolate_boot__(config_json):
         main = sys.modules["__main__"]
         send({"k": "ready"})
         while True:
-            header = read_exact(4)
+            try:
+                header = read_exact(4)
+            except BaseException as exc:
+                # A watchdog interrupt that arrived after its request ended fires here and
+                # costs the supervisor's drain frame (an empty one sent for this purpose).
+                if type(exc).__name__ != "QuotaExceeded":
+                    raise
+                continue
             if header is None:
                 return
             size = int.from_bytes(header, "big")
+            if size == 0:  # the drain frame
+                continue
             body = read_exact(size) if size <= _max else None
             if body is None:
                 return
@@ -369,7 +443,12 @@ def __pyisolate_boot__(config_json):
                 continue
             try:
                 send({"k": "ret", "rid": rid, "v": value})
-            except (TypeError, ValueError) as exc:
+            except BaseException as exc:
+                if type(exc).__name__ != "QuotaExceeded" and not isinstance(exc, (TypeError, ValueError)):
+                    raise
+                if type(exc).__name__ == "QuotaExceeded":  # interrupted on the way out
+                    send({"k": "err", "rid": rid, "error": failure(exc)})
+                    continue
                 what = request.get("target", "the code")
                 message = f"{what} returned {type(value).__name__}, which is not plain data: {exc}"
                 send({"k": "err", "rid": rid, "error": {"type": "TypeError", "msg": message, "tb": ""}})
@@ -414,7 +493,8 @@ def __pyisolate_boot__(config_json):
                 tb = exc.__traceback__
                 while tb is not None and tb.tb_frame.f_code.co_filename == "<pyisolate-guest>":
                     tb = tb.tb_next
-                traceback.print_exception(type(exc), exc, tb)
+                if type(exc).__name__ != "QuotaExceeded":  # the launcher says that in one line
+                    traceback.print_exception(type(exc), exc, tb)
                 code = 1
         finally:
             for stream in (sys.stdout, sys.stderr):
@@ -437,24 +517,27 @@ def __pyisolate_boot__(config_json):
         level=0,
         *,
         _real=real_import,
-        _deny=deny,
-        _allow=allow,
-        _any="*" in allow,
+        _current=current,
         _stdlib=tuple(root + "/" for root in stdlib_roots),
         _ImportError=ImportError,
         _isinstance=isinstance,
         _any_of=any,
     ):
         if level == 0:
+            version, _r, _w, _c, _n, _deny, _allow, _x = _current()
             for d in _deny:
                 if name == d or name.startswith(d + "."):
-                    raise _ImportError(f"import of {name!r} is not allowed by the sandbox policy", name=name)
+                    raise _ImportError(
+                        f"import of {name!r} is not allowed by the sandbox policy (version {version})", name=name
+                    )
             importer = (globals or {}).get("__file__") or ""
             from_stdlib = _isinstance(importer, str) and importer.startswith(_stdlib)
-            if not (_any or from_stdlib):
+            if not ("*" in _allow or from_stdlib):
                 top = name.partition(".")[0]
                 if not _any_of(name == a or top == a or name.startswith(a + ".") for a in _allow):
-                    raise _ImportError(f"import of {name!r} is not in the sandbox policy's allow list", name=name)
+                    raise _ImportError(
+                        f"import of {name!r} is not in the sandbox policy's allow list (version {version})", name=name
+                    )
         return _real(name, globals, locals, fromlist, level)
 
     for removed in ("open", "breakpoint", "help", "input", "exit", "quit", "copyright", "credits", "license"):

@@ -30,7 +30,7 @@ import time
 
 import _interpreters
 
-from . import framing, kernel
+from . import broker, framing, kernel, quotas, rulebook
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "_guest.py"), encoding="utf-8") as _f:
@@ -104,13 +104,25 @@ class CellSandbox:
         self._guarded = threading.Event()
         self.guards: dict | None = None
         self.guard_error: Exception | None = None
+        # The rules the guest's checks read (rulebook.py): version 1 is the create's policy.
+        self.book = rulebook.RuleBook(name)
+        self.book.publish(self.policy)
         try:
-            config = dict(config, fd=sock.fileno(), stdlib=cell.stdlib)
+            config = dict(
+                config,
+                fd=sock.fileno(),
+                stdlib=cell.stdlib,
+                rules_fd=self.book.fd,  # the guest maps it read-only and closes it
+                rules_size=rulebook.SIZE,
+                rules_layout=[rulebook.HEADER, rulebook.SLOT],
+            )
             _interpreters.set___main___attrs(iid, {"__pyisolate_config__": json.dumps(config)})
             thread = threading.Thread(target=self._run, name=name, daemon=True)
             thread.start()
         except BaseException:
             sock.close()
+            os.close(self.book.fd)
+            self.book.close()
             _interpreters.destroy(iid)
             raise
         # From here on the thread owns the socket and the interpreter.
@@ -124,13 +136,17 @@ class CellSandbox:
         self.tid = thread.native_id  # the supervisor marks it for the BPF guards (bpf.py)
 
     def _run(self) -> None:
+        self.native_tid = threading.get_native_id()  # the watchdog reads its CPU clock
         try:
+            quotas.guard_thread(self.name)  # alternate signal stack, name for fault reports
             self.guards = kernel.restrict_thread(self.policy, self.cell.stdlib)
         except Exception as exc:  # refused (GuardUnavailable) or broken: no guest code runs
             self.guard_error = exc
         finally:
             self._guarded.set()
-        if self.guard_error is None:
+        if self.guard_error is not None:
+            os.close(self.book.fd)  # no guest boot will take it
+        else:
             self.cell.mark_first_code()
             info = _interpreters.exec(self.iid, self.cell.guest_code)  # returns when the sandbox closes
             if info is not None:
@@ -146,6 +162,7 @@ class CellSandbox:
             print(f"pyisolate cell: sandbox {self.name}: {exc}", file=sys.stderr)
         finally:
             self.sock.close()
+            self.book.close()
             if self.cell.sandboxes.get(self.name) is self:
                 del self.cell.sandboxes[self.name]
 
@@ -186,6 +203,7 @@ class Cell:
                 or {"native": kernel.native() is not None, "error": "the cell preparation did not run"},
             }
         )
+        self.quota_report = quotas.cell_start(self)  # crash handlers, heartbeat (before any other thread)
         while True:
             message, fds = self.channel.recv_with_fds()
             if message is None:
@@ -208,6 +226,7 @@ class Cell:
                 os.close(fd)
 
     def dispatch(self, op: str, rid: int, message: dict, fds: list[int]) -> None:
+        broker.check_request(message)  # a known opcode with typed arguments, or refused
         if op == "create":
             name = message["sb"]
             if len(fds) != 1:
@@ -219,16 +238,31 @@ class Cell:
                 raise ValueError("this cell hosts a single sandbox (isolation='process')")
             rlimits = kernel.apply_rlimits(message["policy"].get("limits") or {}, self.exclusive)
             iid, warm = self.pool.take()
+            quota = quotas.set_cap(iid, (message["policy"].get("limits") or {}).get("memory"))
             config = {"policy": message["policy"], "tmp": message.get("tmp")}
             sock = socket.socket(fileno=fds.pop())  # the sandbox owns it from here on
+            if message.get("broker"):  # sealed: the guest gets a plain end, a relay seals (broker.py)
+                secret = broker.SpawnSecret.from_bytes(bytes.fromhex(message["broker"]))
+                sock = broker.relay_sandbox(sock, broker.label_sandbox(name), secret)
             try:
                 sandbox = CellSandbox(self, name, iid, sock, config)
             except kernel.GuardUnavailable as exc:
                 raise GuardError(str(exc)) from None
             self.sandboxes[name] = sandbox
             reply = {"warm": warm, "seconds": time.perf_counter() - t0, "guards": dict(sandbox.guards, rlimits=rlimits)}
+            reply["quota"] = dict(quota, tid=sandbox.native_tid)  # the watchdog's handles (quotas.py)
             reply["tid"] = sandbox.tid
             self.send({"id": rid, "ok": True, "v": reply})
+        elif op == "reload":
+            # A new policy version for a running sandbox's Python layer (the supervisor
+            # decided what else a reload may change; see supervisor.reload_policy).
+            sandbox = self.sandboxes.get(message["sb"])
+            if sandbox is None:
+                raise ValueError(f"no sandbox {message['sb']!r} in this cell")
+            sandbox.policy = message["policy"]
+            self.send({"id": rid, "ok": True, "v": {"version": sandbox.book.publish(message["policy"])}})
+        elif op in quotas.CELL_OPS:
+            self.send({"id": rid, "ok": True, "v": quotas.cell_op(self, op, message)})
         elif op == "stats":
             self.send(
                 {
@@ -253,7 +287,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or not argv[1].isdigit():
         print("usage: python -m pyisolate.cell FD (started by the supervisor)", file=sys.stderr)
         return 2
-    Cell(int(argv[1])).serve()
+    secret = broker.read_spawn_secret()  # first: the secret's pipe is closed after this
+    cell = Cell(int(argv[1]))
+    if secret is not None:  # a supervisor always gives one; a cell started by hand talks plain
+        cell.channel.seal(broker.initiate(cell.channel.sock, broker.label_control(), secret))
+    cell.serve()
     # The supervisor hung up. Sandbox threads may still be inside guest code, so skip
     # interpreter finalisation (which would wait for them, or warn about them).
     for stream in (sys.stdout, sys.stderr):

@@ -33,7 +33,10 @@ class SandboxClosed(PyIsolateError):
 
 
 class CellCrashed(SandboxClosed):
-    """The cell process hosting these sandboxes died. `status` is how it ended."""
+    """The cell process hosting these sandboxes died. `status` is how it ended; `fault`
+    is the cell's fault report (signal, address, thread) when a fault ended it."""
+
+    fault: str | None = None
 
     def __init__(self, cell: str, sandboxes: list[str], status: str):
         self.cell, self.sandboxes, self.status = cell, list(sandboxes), status
@@ -49,3 +52,30 @@ class GuardError(PyIsolateError):
 
 class ProtocolError(PyIsolateError):
     """A peer sent a frame that breaks the protocol; the channel is closed."""
+
+
+class ReloadRefused(PyIsolateError):
+    """A policy reload changed nothing: the new policy is invalid, the caller is not the
+    supervisor's owner, or (running="strict") a running sandbox could not take it whole."""
+
+
+class QuotaExceeded(SandboxError):
+    """A sandbox passed a quota of its policy's [limits]: `quota` ("memory", "cpu_time",
+    "wall_time"), the `limit`, the `measured` value (bytes or seconds, see `unit`) and
+    `action`: what stopped it ("MemoryError" in the guest, "interrupt" at its next
+    bytecode, or the signal that ended its cell: "SIGXCPU", "SIGTERM", "SIGKILL")."""
+
+    def __init__(self, sandbox: str, quota: str, limit: float, measured: float, unit: str = "", action: str = ""):
+        self.quota, self.limit, self.measured, self.unit, self.action = quota, limit, measured, unit, action
+        self.at: float | None = None  # time.monotonic() when the watchdog saw the breach
+        super().__init__("QuotaExceeded", "", "", sandbox)
+
+    def __str__(self) -> str:
+        if self.unit == "s":
+            numbers = f"limit {self.limit:g}s, measured {self.measured:.2f}s"
+        else:  # the allocation that would have passed the cap was refused
+            numbers = f"limit {self.limit} bytes, held {self.measured} bytes when an allocation past it was refused"
+        how = {"interrupt": "interrupted at its next bytecode"}.get(self.action, self.action)
+        if self.action.startswith("SIG"):
+            how = f"its cell was ended with {self.action}"
+        return f"[{self.sandbox}] {self.quota} quota exceeded: {numbers}" + (f"; {how}" if how else "")

@@ -21,10 +21,21 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import MappingProxyType
 
-from . import bpf, framing, guards
+from . import bpf, broker, framing, guards, quotas, reload
 from . import policy as policy_mod
-from .errors import CellCrashed, GuardError, PyIsolateError, SandboxClosed, SandboxError, SandboxTimeout
+from .errors import (
+    CellCrashed,
+    GuardError,
+    PolicyError,
+    PyIsolateError,
+    QuotaExceeded,
+    ReloadRefused,
+    SandboxClosed,
+    SandboxError,
+    SandboxTimeout,
+)
 
 DEFAULT_POOL = 2
 CELL_START_TIMEOUT = 30.0
@@ -99,15 +110,27 @@ class Cell:
         self._rids = itertools.count(1)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.channel = framing.Channel(ours)
+        self.quota = quotas.CellQuota()  # fault pipe, heartbeat, cgroup (docs/quotas.md)
+        # The sealed broker: this cell's identity, handed over in a pipe (docs/broker-protocol.md §2).
+        self.identity, secret = supervisor.broker_keys.issue()
+        secret_r = broker.hand_over(secret)
         self.proc = subprocess.Popen(
             [supervisor.python, "-I", "-B", "-m", "pyisolate.cell", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            env={**supervisor.cell_env, "PYISOLATE_CELL": "1"},
+            pass_fds=[theirs.fileno(), secret_r, self.quota.fault_w],
+            env={**supervisor.cell_env, **broker.child_env(secret_r), "PYISOLATE_CELL": "1", **self.quota.child_env()},
             stdin=supervisor.stdin,
             stdout=supervisor.stdout,
             stderr=supervisor.stderr,
         )
         theirs.close()
+        os.close(secret_r)
+        try:
+            transport = broker.respond(ours, broker.label_control(), supervisor.broker_keys, self.identity)
+        except broker.HandshakeError as exc:
+            self.kill()
+            self.proc.wait()
+            raise PyIsolateError(f"{self.name}: no sealed channel: {exc}") from None
+        self.channel.seal(transport)
         hello_box: queue.SimpleQueue = queue.SimpleQueue()
         self._hello = hello_box
         threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True).start()
@@ -118,10 +141,14 @@ class Cell:
             raise PyIsolateError(f"{self.name} did not start within {CELL_START_TIMEOUT}s") from None
         if self.hello is None:
             raise self.dead or PyIsolateError(f"{self.name} ended during start-up")
+        # Its cgroup (memory, pids) before the guards are checked and before "go".
+        self.quota.place(self, [])
         # Guards first, then go: the cell refuses to run anything before "go".
         self.guards = guards.attach(self)
         self.guards_attached_at = time.monotonic()
         self.request({"op": "go", "pool": pool, "exclusive": exclusive}, timeout=CELL_START_TIMEOUT)
+        self.quota.last_beat = time.monotonic()
+        supervisor.watchdog()  # watches its heartbeat from now on
 
     @property
     def pid(self) -> int:
@@ -137,6 +164,9 @@ class Cell:
                 if first:
                     first = False
                     self._hello.put(message)
+                    continue
+                if message.get("op") == "beat":
+                    self.quota.last_beat = time.monotonic()
                     continue
                 with self.lock:
                     future = self.pending.pop(message.get("id"), None)
@@ -155,11 +185,19 @@ class Cell:
             self.proc.kill()
             returncode = self.proc.wait()
         with self.lock:
-            self.dead = CellCrashed(self.name, list(self.sandboxes), describe_status(returncode))
+            status = describe_status(returncode)
+            fault = self.quota.read_fault()
+            if self.quota.stopped:
+                status += f" ({self.quota.stopped})"
+            if fault:
+                status += f"; fault report: {fault}"
+            self.dead = CellCrashed(self.name, list(self.sandboxes), status)
+            self.dead.fault = fault
             pending, self.pending = self.pending, {}
         for future in pending.values():
             future.set_exception(self.dead)
         self.channel.close()
+        self.quota.close()
         self.supervisor._cell_ended(self)
 
     def crash_report(self, timeout: float) -> CellCrashed | None:
@@ -233,7 +271,12 @@ class Sandbox:
         self._tmpdir = tmpdir
         self._owner = owner  # a private Supervisor that spawn() made for this sandbox
         self.closed = False
+        self.values: dict[str, str] = {}  # the placeholders its policy was resolved with
+        self.spawned = policy  # what its kernel guards were built from (never changes)
         self.spawn_info: dict = {}
+        self._drain = False
+        self.quota_info: dict = {}  # the sandbox thread's tid, its interpreter, its caps (create reply)
+        self.breach: QuotaExceeded | None = None  # the last quota the watchdog enforced
         # What the kernel enforces for this sandbox (its thread's Landlock and seccomp,
         # the cell's rlimits; "reduced" lists what is missing), from the create reply.
         self.guards: dict = {}
@@ -298,18 +341,42 @@ class Sandbox:
             raise self._ended
         rid = next(self._rids)
         message["rid"] = rid
+        watch = self.cell.supervisor.watchdog().watch(self, rid)
         try:
-            self._channel.send(message)
-        except OSError:
-            raise self.cell.crash_report(timeout=2) or SandboxClosed(f"sandbox {self.name} is gone") from None
-        if not self._pump(lambda: rid in self._replies, timeout):
-            raise SandboxTimeout(
-                f"{self.name}: no answer to {message['op']} within {timeout}s "
-                "(the guest may still be running; close the sandbox to stop waiting for it)"
-            )
+            try:
+                if self._drain:  # a late interrupt may be pending in the guest: it takes this frame
+                    self._channel.send_bytes(b"")
+                    self._drain = False
+                self._channel.send(message)
+            except OSError:
+                raise self.cell.crash_report(timeout=2) or SandboxClosed(f"sandbox {self.name} is gone") from None
+            if not self._pump(lambda: rid in self._replies, timeout):
+                raise SandboxTimeout(
+                    f"{self.name}: no answer to {message['op']} within {timeout}s "
+                    "(the guest may still be running; close the sandbox to stop waiting for it)"
+                )
+        except PyIsolateError as exc:
+            if watch is not None and watch.breach is not None:  # the watchdog ended the cell
+                self.breach = watch.breach
+                raise watch.breach from exc
+            raise
+        finally:
+            self.cell.supervisor.watchdog().unwatch(watch)
         reply = self._replies.pop(rid)
+        interrupted = (reply.get("error") or {}).get("type") == "QuotaExceeded"
+        if watch is not None and watch.interrupt is not None and not interrupted:
+            try:
+                watch.interrupt.result(1.0)  # queued in the guest: drain it before the next request
+            except Exception:
+                pass
+            self._drain = True
+        if watch is not None and watch.breach is not None:
+            self.breach = watch.breach
+            raise watch.breach
         if reply["k"] == "err":
             err = reply.get("error") or {}
+            if err.get("type") == "MemoryError":
+                self._memory_quota()
             raise SandboxError(str(err.get("type")), str(err.get("msg", "")), str(err.get("tb", "")), self.name)
         return reply.get("v")
 
@@ -338,13 +405,48 @@ class Sandbox:
                 raise SandboxTimeout(f"{self.name}: nothing posted within {timeout}s")
         return self._inbox.popleft()
 
+    def _memory_quota(self) -> None:
+        """A MemoryError from a sandbox whose cap refused an allocation is the memory quota."""
+        try:
+            memory = self.cell.request({"op": "usage", "sb": self.name}, 5, self.name).get("memory") or {}
+        except PyIsolateError:
+            return
+        if memory.get("cap") and memory.get("refused"):
+            self.breach = QuotaExceeded(self.name, "memory", memory["cap"], memory["peak"], "", "MemoryError")
+            raise self.breach
+
+    def stats(self) -> dict:
+        """What this sandbox uses now: its interpreter's allocator pages against its cap
+        (`memory`: used, peak, cap, refused), its thread's CPU time, and its cell's cgroup
+        usage (bytes, tasks, limit hits)."""
+        out = dict(self.cell.request({"op": "usage", "sb": self.name}, 5, self.name))
+        tid = self.quota_info.get("tid")
+        out["cpu_time"] = quotas.thread_cpu_time(self.cell.pid, tid) if tid else None
+        placement = self.cell.quota.placement
+        out["cell"] = placement.usage() if placement is not None else {}
+        return out
+
     def run(self, mode: str, target: str, argv: list[str]) -> None:
         """Start a script/-c/-m/stdin run (the launcher's entry point); its exit status
-        arrives as a posted {"exit": code}."""
-        self._channel.send({"op": "run", "rid": next(self._rids), "mode": mode, "target": target, "argv": argv})
+        arrives as a posted {"exit": code}. The watchdog watches it until run_done()."""
+        rid = next(self._rids)
+        self._run_watch = self.cell.supervisor.watchdog().watch(self, rid)
+        self._channel.send({"op": "run", "rid": rid, "mode": mode, "target": target, "argv": argv})
+
+    def run_done(self) -> QuotaExceeded | None:
+        """End the watch of run(); the quota the watchdog enforced on it, if any."""
+        watch, self._run_watch = getattr(self, "_run_watch", None), None
+        self.cell.supervisor.watchdog().unwatch(watch)
+        if watch is not None and watch.breach is not None:
+            self.breach = watch.breach
+        return self.breach
 
     def _timeout(self, timeout: float | None) -> float | None:
-        return timeout if timeout is not None else self.policy.limits.wall_time
+        if timeout is not None:
+            return timeout
+        wall = self.policy.limits.wall_time
+        # The watchdog enforces wall_time (interrupt, then signals); this is only a backstop.
+        return None if wall is None else wall + 4 * self.cell.supervisor.watchdog_grace + 5
 
     def close(self) -> None:
         if self.closed:
@@ -376,6 +478,31 @@ class Sandbox:
         return f"<Sandbox {self.name} policy={self.policy.name} {self.cell.name} pid={self.cell.pid}>"
 
 
+def _kept_fields(
+    spawned: policy_mod.Policy, old: policy_mod.Policy, new: policy_mod.Policy, plan: reload.SandboxPlan
+) -> policy_mod.Policy:
+    """What a running sandbox actually runs with after a best-effort reload: the new policy,
+    except what its plan could not apply (so its rule book never claims, say, a path its
+    Landlock domain refuses): path and network rules are cut to the kernel's domain, other
+    refused fields keep their old values."""
+    import dataclasses
+
+    kept = {c.field for c in plan.changes if c.disposition == reload.NOT_APPLIED}
+    if not kept:
+        return new
+    limits = new.limits
+    limit_names = {f.split(".", 1)[1] for f in kept if f.startswith("limits.")}
+    if limit_names:
+        limits = dataclasses.replace(limits, **{n: getattr(old.limits, n) for n in limit_names})
+    top = {}
+    for f in kept - {f"limits.{n}" for n in limit_names}:
+        if f in ("fs_read", "fs_write", "net_connect"):
+            top[f] = tuple(x for x in getattr(new, f) if x in set(getattr(spawned, f)))
+        else:
+            top[f] = getattr(old, f)
+    return dataclasses.replace(new, limits=limits, **top)
+
+
 def _mkdtemp(name: str) -> str:
     import tempfile  # only sandboxes whose policy uses {tmp} pay for it
 
@@ -400,17 +527,28 @@ class Supervisor:
         stdout=None,
         stderr=None,
         max_sandboxes_per_cell: int = 64,
+        broker_hybrid: bool = False,
     ):
         self.python = python or default_python()
         self.pool = pool
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.max_per_cell = max_sandboxes_per_cell
+        # Every channel is sealed; hybrid adds X-Wing to each handshake (docs/broker-protocol.md).
+        self.broker_keys = broker.SupervisorKeys(hybrid=broker_hybrid)
         self.cells: list[Cell] = []
         self.lock = threading.Lock()
         self.cell_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
         self._names = itertools.count(1)
         self.closed = False
         self.bpf_policies: set[int] = set()  # BPF policy ids of its sandboxes (guard_events)
+        self._watchdog: quotas.Watchdog | None = None
+        self.watchdog_grace = quotas.GRACE  # interrupt -> SIGXCPU -> SIGTERM -> SIGKILL, this far apart
+        self.heartbeat_limit = quotas.HEARTBEAT_LIMIT  # a cell silent this long is ended
+        # Policies published by reload_policy, by name: replaced as a whole (one reference
+        # swap), so a reader sees the mapping before or after a reload, never in between.
+        self.policies: MappingProxyType = MappingProxyType({})
+        self._reload_lock = threading.Lock()
+        self._control = None
 
     def _cell_for(self, tenant: str, isolation: str) -> Cell:
         with self.lock:
@@ -445,7 +583,12 @@ class Supervisor:
             raise SandboxClosed("supervisor is closed")
         if isolation not in ("thread", "process"):
             raise ValueError("isolation must be 'thread' or 'process'")
-        pol = policy if isinstance(policy, policy_mod.Policy) else policy_mod.load(policy)
+        if isinstance(policy, policy_mod.Policy):
+            pol = policy
+        elif isinstance(policy, str) and policy in self.policies:  # the reloaded version
+            pol = self.policies[policy][1]
+        else:
+            pol = policy_mod.load(policy)
         name = name or f"sandbox-{next(self._names)}"
         cell = self._cell_for(tenant, isolation)
         if name in cell.sandboxes:
@@ -459,16 +602,21 @@ class Supervisor:
         resolved = pol.resolve(**values)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sandbox = Sandbox(cell, name, resolved, ours, tmpdir, _owner)
+        sandbox.values = values
         cell.sandboxes[name] = sandbox
+        cell.quota.budget([sb.policy.limits for sb in list(cell.sandboxes.values())])  # the cell's cgroup
+        identity, secret = self.broker_keys.issue()  # the sandbox socket's own, sent sealed
         try:
             sandbox.spawn_info = cell.request(
-                {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir},
+                {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir, "broker": secret.to_hex()},
                 timeout or 60,
                 name,
                 fds=[theirs.fileno()],
             )
             theirs.close()
+            sandbox._channel.seal(broker.respond(ours, broker.label_sandbox(name), self.broker_keys, identity))
             sandbox.guards = sandbox.spawn_info.get("guards") or {}
+            sandbox.quota_info = sandbox.spawn_info.get("quota") or {}
             # Host BPF guards (bpf.py): its thread is marked before the caller gets the sandbox.
             sandbox.guards["bpf"] = bpf.mark_sandbox(sandbox.spawn_info.get("tid"), resolved.net_connect)
             self.bpf_policies.add(sandbox.guards["bpf"].get("policy", 0))
@@ -491,6 +639,81 @@ class Supervisor:
             raise
         return sandbox
 
+    def reload_policy(
+        self, new: str | Path | policy_mod.Policy, *, running: str = "strict", timeout: float = 10.0
+    ) -> reload.ReloadReport:
+        """Publish a new version of the policy named `new.name`: sandboxes spawned from now on
+        with that name get it, and running sandboxes using it switch at their next check as
+        far as their kernel guards allow (see pyisolate/reload.py for each field).
+
+        Everything is validated before anything changes: an invalid policy, or (with
+        running="strict", the default) a change some running sandbox could not take,
+        raises ReloadRefused and leaves every sandbox and the published policies as they
+        were. running="best-effort" applies what can be applied and reports the rest;
+        "new-only" leaves running sandboxes alone."""
+        if running not in reload.RUNNING_MODES:
+            raise ValueError(f"running must be one of {', '.join(reload.RUNNING_MODES)}")
+        try:
+            pol = new if isinstance(new, policy_mod.Policy) else policy_mod.load(new)
+        except PolicyError as exc:
+            raise ReloadRefused(f"invalid policy: {exc}") from None
+        with self._reload_lock:
+            version = self.policies.get(pol.name, (1, None))[0] + 1
+            report = reload.ReloadReport(pol.name, version, running)
+            targets = []
+            with self.lock:
+                live = [sb for cell in self.cells for sb in cell.sandboxes.values() if not sb.closed]
+            for sb in live:
+                if sb.policy.name != pol.name:
+                    continue
+                if running == "new-only":
+                    report.skipped[sb.name] = "running='new-only'"
+                    continue
+                try:
+                    resolved = pol.resolve(**sb.values)
+                except PolicyError as exc:
+                    raise ReloadRefused(f"sandbox {sb.name}: {exc}") from None
+                plan = reload.plan(sb.name, sb.spawned, sb.policy, resolved)
+                report.plans.append(plan)
+                targets.append((sb, resolved, plan))
+            if running == "strict":
+                refused = [
+                    f"{p.sandbox}: {c.field} ({c.why})"
+                    for p in report.plans
+                    for c in p.changes
+                    if c.disposition == reload.NOT_APPLIED
+                ]
+                if refused:
+                    raise ReloadRefused(
+                        f"policy {pol.name!r}: running sandboxes cannot take this reload whole, nothing changed: "
+                        + "; ".join(refused)
+                        + " (use running='best-effort' or 'new-only')"
+                    )
+            # Publish for new sandboxes, then switch the running ones one by one.
+            self.policies = MappingProxyType({**self.policies, pol.name: (version, pol)})
+            for sb, resolved, plan in targets:
+                kept = _kept_fields(sb.spawned, sb.policy, resolved, plan)
+                reply = sb.cell.request({"op": "reload", "sb": sb.name, "policy": kept.to_wire()}, timeout, sb.name)
+                sb.policy = kept  # one reference swap: the supervisor's limits read it
+                report.book_versions[sb.name] = reply["version"]
+            return report
+
+    def watchdog(self) -> quotas.Watchdog:
+        """The watchdog thread (started on first use; see quotas.py)."""
+        if self._watchdog is None:
+            with self.lock:
+                if self._watchdog is None:
+                    self._watchdog = quotas.Watchdog(self, self.watchdog_grace, self.heartbeat_limit)
+        return self._watchdog
+
+    def serve_control(self, path: str | Path):
+        """Listen on a Unix socket at `path` for administration by the supervisor's owner
+        (`pyisolate policy reload FILE --socket PATH`); closed with the supervisor."""
+        from . import control
+
+        self._control = control.serve(self, path)
+        return self._control
+
     def _cell_ended(self, cell: Cell) -> None:
         with self.lock:
             if cell in self.cells:
@@ -500,6 +723,10 @@ class Supervisor:
         if self.closed:
             return
         self.closed = True
+        if self._control is not None:
+            self._control.close()
+        if self._watchdog is not None:
+            self._watchdog.close()
         for cell in list(self.cells):
             for sandbox in list(cell.sandboxes.values()):
                 if sandbox._tmpdir:
