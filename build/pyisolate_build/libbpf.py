@@ -27,28 +27,29 @@ from . import cache, cpython, fetch, lock
 from .progress import Reporter
 
 
-def _interpreter_cflags(base: Path) -> str:
-    """The distribution's hardening flags (what every extension is built with)."""
+def _interpreter_compiler(base: Path) -> tuple[str, str]:
+    """The distribution's compiler and hardening flags (what every extension is built with)."""
+    code = "import sysconfig as s; print(s.get_config_var('CC')); print(s.get_config_var('CFLAGS'))"
     proc = subprocess.run(
-        [str(base / "bin" / "python3.14t"), "-I", "-c", "import sysconfig; print(sysconfig.get_config_var('CFLAGS'))"],
-        capture_output=True,
-        text=True,
-        check=True,
+        [str(base / "bin" / "python3.14t"), "-I", "-c", code], capture_output=True, text=True, check=True
     )
-    # The archive goes into a shared object: position-independent code; no debug info.
-    flags = [f for f in shlex.split(proc.stdout.strip()) if not f.startswith(("-g", "-flto", "-fsanitize"))]
-    return " ".join([*flags, "-fPIC", "-g0"])
+    cc, cflags = proc.stdout.splitlines()[:2]
+    # The archive goes into a shared object: position-independent code, no debug info; no
+    # LTO bitcode or CFI instrumentation (the cfi flavour): a plain archive for either linker.
+    flags = [f for f in shlex.split(cflags) if not f.startswith(("-g", "-flto", "-fsanitize"))]
+    return cc, " ".join([*flags, "-fPIC", "-g0"])
 
 
-def libbpf_key(source: lock.Source, cflags: str) -> str:
-    return cache.key({"source": source.key(), "digest": cache.file_digest(Path(__file__)), "cflags": cflags})
+def libbpf_key(source: lock.Source, cc: str, cflags: str) -> str:
+    digest = cache.file_digest(Path(__file__))
+    return cache.key({"source": source.key(), "digest": digest, "cc": cc, "cflags": cflags})
 
 
 def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
     """Return the prefix holding lib/libbpf.a and include/bpf/ (cached)."""
     source = lock.load(repo.lock)["libbpf"]
-    cflags = _interpreter_cflags(base)
-    key = libbpf_key(source, cflags)
+    cc, cflags = _interpreter_compiler(base)
+    key = libbpf_key(source, cc, cflags)
     artefact = cache.root() / "libbpf" / f"libbpf-{source.version}-{key[:12]}"
     if (artefact / "libbpf.json").is_file():
         reporter.skip("libbpf", f"cached: {artefact}")
@@ -68,11 +69,12 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV} | {"LC_ALL": "C"}
         make = [
             *["make", "-C", str(tree), f"-j{os.cpu_count() or 1}", "BUILD_STATIC_ONLY=1", f"OBJDIR={work / 'obj'}"],
-            *[f"DESTDIR={staged}", "PREFIX=/", "LIBDIR=/lib", "INCLUDEDIR=/include", f"CFLAGS={cflags}", "install"],
+            *[f"DESTDIR={staged}", "PREFIX=/", "LIBDIR=/lib", "INCLUDEDIR=/include", f"CC={cc}", f"CFLAGS={cflags}"],
+            "install",
         ]
         reporter.run("libbpf-make", make, tree, env)
         shutil.rmtree(staged / "lib" / "pkgconfig", ignore_errors=True)  # holds the build's paths
-        (staged / "libbpf.json").write_text(json.dumps({"key": key, "cflags": cflags}, indent=1) + "\n")
+        (staged / "libbpf.json").write_text(json.dumps({"key": key, "cc": cc, "cflags": cflags}, indent=1) + "\n")
         cache.publish(staged, artefact)
         shutil.rmtree(work, ignore_errors=True)
     return artefact
