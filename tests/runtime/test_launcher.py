@@ -100,4 +100,6 @@ def test_wall_time_limit(launcher, tmp_path):
     pol.write_text('[policy]\nname = "short"\n[modules]\nallow = ["*"]\n[limits]\nwall_time = 1\n')
     code, _, err = run([launcher, "--policy", pol, "-c", "while True: pass"])
     assert code == 124
-    assert err.strip() == "pyisolate-python: wall-time limit of 1s reached; stopped"
+    # The watchdog interrupts the loop; one line names the quota, the limit and the measured time.
+    assert err.strip().startswith("pyisolate-python: [main] wall_time quota exceeded: limit 1s, measured 1.")
+    assert len(err.strip().splitlines()) == 1
