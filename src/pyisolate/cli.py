@@ -2,6 +2,8 @@
 
 pyisolate policy check FILE|NAME   validate a policy and explain what it grants
 pyisolate policy list              the shipped policy templates
+pyisolate policy reload FILE --socket PATH [--running strict|best-effort|new-only]
+                                   publish a new version to a running supervisor
 pyisolate doctor [--json]          each security guarantee and what provides it on this host
 pyisolate verify TARBALL [--key K] check a release's sums, signatures, provenance and eBPF manifest
 """
@@ -29,6 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_check.add_argument("policy", help="a policy file, or a template name (see `pyisolate policy list`)")
     policy_sub.add_parser("list", help="list the shipped policy templates")
+    p_reload = policy_sub.add_parser(
+        "reload",
+        help="publish a new version of a policy to a running supervisor (its owner only)",
+        description="Send FILE to the supervisor listening on --socket (Supervisor.serve_control). It "
+        "validates the policy completely before anything changes; running sandboxes switch at their next "
+        "check as far as their kernel guards allow (docs/reload.md).",
+    )
+    p_reload.add_argument("policy", help="the policy file (its [policy] name says which policy it replaces)")
+    p_reload.add_argument("--socket", required=True, help="the supervisor's control socket")
+    p_reload.add_argument(
+        "--running",
+        choices=("strict", "best-effort", "new-only"),
+        default="strict",
+        help="what running sandboxes get (default strict: all of it, or nothing changes)",
+    )
     p_doctor = sub.add_parser(
         "doctor",
         help="each guarantee of the security contract, and what provides it on this host",
@@ -65,6 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(policy_mod.TEMPLATES.glob("*.toml")):
             pol = policy_mod.load(path)
             print(f"{pol.name:18} {pol.description}")
+        return 0
+    if args.command == "policy" and args.action == "reload":
+        from . import control
+        from .errors import PyIsolateError
+
+        try:
+            reply = control.reload(args.socket, args.policy, args.running)
+        except OSError as exc:
+            print(f"cannot read {args.policy}: {exc.strerror}", file=sys.stderr)
+            return 1
+        except PyIsolateError as exc:
+            print(f"reload refused: {exc}", file=sys.stderr)
+            return 1
+        print(reply["text"])
         return 0
     if args.command == "policy" and args.action == "check":
         try:

@@ -202,3 +202,27 @@ def test_reload_over_the_control_socket_is_for_the_owner_only(supervisor, dirs):
         server.close()
         shutil.rmtree(home)
     assert not path.exists()
+
+
+def test_pyisolate_policy_reload_command(supervisor, dist, dirs, tmp_path):
+    """The distribution's `pyisolate policy reload` against a running supervisor: a valid
+    file prints the plan; an invalid one is refused with the file's problem, exit 1."""
+    sb = supervisor.spawn("r6", _policy("cli", [dirs["a"], dirs["b"]]))
+    path = tmp_path / "control.sock"
+    supervisor.serve_control(path)
+    good = tmp_path / "cli.toml"
+    good.write_text(f'[policy]\nname = "cli"\n[filesystem]\nread = ["{dirs["a"]}"]\n[modules]\nallow = ["*"]\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[policy]\nname = "cli"\n[limits]\nmemory = "lots"\n')
+    command = [str(dist / "bin" / "pyisolate"), "policy", "reload", "--socket", str(path)]
+
+    out = subprocess.run([*command, str(good)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "policy 'cli' is now version 2" in out.stdout and "python-layer" in out.stdout
+    with pytest.raises(SandboxError, match=r"version 2\)"):
+        _exec_read(sb, dirs["b"] + "/f")
+
+    out = subprocess.run([*command, str(bad)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "reload refused: invalid policy:" in out.stderr and "memory" in out.stderr
+    assert supervisor.policies["cli"][0] == 2
