@@ -20,6 +20,9 @@ def _prepare_cell() -> None:
     keep = {0, 1, 2}
     if len(sys.argv) >= 2 and sys.argv[-1].isdigit():
         keep.add(int(sys.argv[-1]))
+    fault_fd = os.environ.get("PYISOLATE_FAULT_FD", "")  # the fault-report pipe (pyisolate/quotas.py)
+    if fault_fd.isdigit():
+        keep.add(int(fault_fd))
     for fd in sorted(int(name) for name in os.listdir("/proc/self/fd") if name.isdigit()):
         if fd not in keep:
             try:

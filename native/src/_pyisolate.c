@@ -31,6 +31,7 @@ static PyMethodDef methods[] = {
      "seccomp_describe(which, *, network=False, truncate_path=True, ffi=False) -> str\n\n"
      "libseccomp's pseudo filter code of the 'thread' allow-list or the 'cell' base filter."},
     PYI_BPF_GUARD_METHODS,
+    PYI_CRASH_GUARD_METHODS,
     {NULL, NULL, 0, NULL},
 };
 

@@ -62,4 +62,14 @@ PyObject *pyi_bpf_probe_lsm(PyObject *module, PyObject *unused);
     {"bpf_probe_lsm", pyi_bpf_probe_lsm, METH_NOARGS, \
      "bpf_probe_lsm() -> (loaded, errno, detail)\n\nTry to load (not attach) a minimal lsm/file_open program."}
 
+/* crash_guard.c: fault handlers on alternate stacks, a report on a pre-opened descriptor. */
+PyObject *pyi_crash_guard_install(PyObject *module, PyObject *fd);
+PyObject *pyi_crash_guard_thread(PyObject *module, PyObject *name);
+#define PYI_CRASH_GUARD_METHODS \
+    {"crash_guard_install", pyi_crash_guard_install, METH_O, \
+     "crash_guard_install(fd) -> int\n\nFault handlers (SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT) that write a " \
+     "report to fd and end the cell; call once, before any other thread exists."}, \
+    {"crash_guard_thread", pyi_crash_guard_thread, METH_O, \
+     "crash_guard_thread(name)\n\nAn alternate signal stack and a name for the calling thread's fault reports."}
+
 #endif

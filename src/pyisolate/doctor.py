@@ -34,7 +34,6 @@ def report() -> dict:
     mode = mode_of(host)
     abi = host["landlock"]["abi"]
     lsm = host["bpf_lsm"]
-    cg = host["cgroup"]
     probed = host["bpf"]
     lsm_load = (
         "an lsm/file_open program loads"
@@ -57,7 +56,6 @@ def report() -> dict:
         if probed["host_guards"]["loads"]
         else ""
     )
-    memory_controller = "memory" in cg["v2_controllers"] or "memory" in cg["v1_controllers"]
 
     if mode == "landlock":
         containment = {
@@ -87,16 +85,7 @@ def report() -> dict:
         {
             "id": 2,
             "name": "Memory safety (per-interpreter RAM caps)",
-            "status": "missing",
-            "mechanism": (
-                "per-interpreter allocator state (isolated sub-interpreters); a cell per sandbox "
-                "(isolation='process') for a separate address space"
-            ),
-            "missing": (
-                "limits.memory is validated but not enforced (quotas are a later part); cgroup memory controller "
-                + ("available" if memory_controller else "not available")
-                + f" here ({cg['layout']}); sandboxes sharing a cell share an address space"
-            ),
+            **memory_guarantee(host),
         },
         {
             "id": 3,
@@ -115,18 +104,63 @@ def report() -> dict:
         {
             "id": 5,
             "name": "Crash isolation",
-            "status": "partial",
-            "mechanism": (
-                "cells are separate processes: a crashing cell is reported as CellCrashed and the supervisor "
-                "and other cells keep serving; no core dumps (RLIMIT_CORE=0)"
-            ),
-            "missing": (
-                "sandboxes sharing a cell die with it (no in-cell pthread_sigmask/alt-stack guards); "
-                "use isolation='process' to give a sandbox its own cell"
-            ),
+            **crash_guarantee(host),
         },
     ]
     return {"mode": mode, "host": host, "guarantees": guarantees}
+
+
+def memory_guarantee(host: dict) -> dict:
+    """Guarantee 2 on this host: the allocator cap (this interpreter's patch) and the
+    cells' cgroup memory limit (pyisolate.cgroups.detect), each only where it is real."""
+    import _imp
+
+    from . import cgroups
+
+    found = cgroups.detect()
+    cap = hasattr(_imp, "_pyisolate_memory")
+    held, missing = [], []
+    if cap:
+        held.append(
+            "a hard per-interpreter cap in the allocator (limits.memory; cpython-patches/interp-memory-cap.patch): "
+            "an allocation past it is MemoryError in that sandbox only"
+        )
+    else:
+        missing.append("this interpreter lacks the per-interpreter memory cap patch")
+    ctl = found["memory"]
+    if ctl is not None:
+        held.append(f"each cell in its own cgroup v{ctl.version} memory group (the memory outside interpreters)")
+    else:
+        missing.append(f"no process-level memory limit for cells: {found['why'].get('memory')}")
+    missing.append("the RAW allocator domain (libc malloc) and C libraries' own memory are bounded per cell only")
+    missing.append("sandboxes sharing a cell share an address space (isolation='process' separates them)")
+    return {
+        "status": "partial" if held else "missing",
+        "mechanism": "; ".join(held) or "isolated sub-interpreters only",
+        "missing": "; ".join(missing),
+    }
+
+
+def crash_guarantee(host: dict) -> dict:
+    lib = kernel.native()
+    guard = lib is not None and hasattr(lib, "crash_guard_install")
+    base = (
+        "cells are separate processes: a crashing cell is reported as CellCrashed to each of its sandboxes and "
+        "the supervisor and other cells keep serving; no core dumps (RLIMIT_CORE=0)"
+    )
+    if guard:
+        return {
+            "status": "partial",
+            "mechanism": base + "; SIGSEGV/SIGBUS/SIGILL/SIGFPE/SIGABRT handlers on per-thread alternate stacks "
+            "write a fault report (signal, address, sandbox thread) to the supervisor, which attaches it",
+            "missing": "sandboxes sharing a cell end with it; use isolation='process' to give a sandbox its own cell",
+        }
+    return {
+        "status": "partial",
+        "mechanism": base,
+        "missing": "no fault reports (the _pyisolate extension lacks crash_guard); sandboxes sharing a cell die "
+        "with it",
+    }
 
 
 def render(data: dict, out=sys.stdout) -> None:

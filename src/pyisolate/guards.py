@@ -44,7 +44,6 @@ class GuardReport:
 NOT_YET = {
     "bpf-lsm": "BPF-LSM programs are not attached by the runtime on this path (they need a kernel that "
     "permits LSM program loads and runs the bpf LSM; `pyisolate doctor` probes it)",
-    "cgroup": "cells are not placed in cgroups yet (memory/pids quotas: a later part)",
 }
 
 
@@ -54,7 +53,15 @@ def attach(cell) -> GuardReport:
     status = kernel.task_status(pid=cell.pid)
     attached: list[str] = []
     details: dict[str, str] = dict(NOT_YET)
-    missing = ["bpf-lsm", "cgroup"]
+    missing = ["bpf-lsm"]
+    # The cell's cgroup (pyisolate.cgroups, placed by the supervisor before this): attached
+    # only where the kernel took every limit and lists the cell in the group.
+    quota = getattr(cell, "quota", None)
+    placed = quota.report() if quota is not None else {"memory": "not enforced: no placement"}
+    for controller, text in placed.items():
+        details[f"cgroup-{controller}"] = text
+    (attached if all(not t.startswith("not enforced") for t in placed.values()) else missing).append("cgroup")
+    details["cgroup"] = "; ".join(f"{c}: {t}" for c, t in placed.items())
 
     if status.get("no_new_privs") == 1:
         attached.append("no-new-privs")
