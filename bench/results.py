@@ -164,12 +164,17 @@ def document(results: list[dict], skipped: list[dict], *, quick: bool, command: 
     }
 
 
-def write_atomic(path: Path, doc: dict) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Nothing half-written: a temporary name in the same directory, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_atomic(path: Path, doc: dict) -> Path:
+    return write_text_atomic(path, json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_part(
