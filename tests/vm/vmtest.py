@@ -52,6 +52,7 @@ KERNEL_PREFIX = "vmtest-linux-"
 LINK_LIBS = ("-lbpf", "-lelf", "-lz", "-lzstd", "-lpthread")
 LINE = re.compile(r"^VMTEST (\S+) (PASS|FAIL) ?(.*)$")
 INFO = re.compile(r"VMTEST-INFO kernel=\S+ lsm=(\S*)")
+PERF = re.compile(r"VMTEST-PERF open\+close ns: detached=(-?\d+) attached-unmarked=(-?\d+) marked-allowed=(-?\d+)")
 EXIT = re.compile(r"VMTEST-EXIT status=\d+ uptime=([0-9.]+)")
 
 INIT = """#!/bin/busybox sh
@@ -89,6 +90,7 @@ class Boot:
     qemu_status: int | None
     lsm_active: str = ""
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
+    open_close_ns: dict[str, int] = field(default_factory=dict)  # measured in the guest, not judged
     log: Path | None = None
 
     def status(self, name: str) -> str:
@@ -239,6 +241,9 @@ def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout
             result.results[m.group(1)] = (m.group(2), m.group(3))
         elif m := INFO.search(line):  # the first line may follow the firmware's escape codes
             result.lsm_active = m.group(1)
+        elif m := PERF.search(line):
+            cases = ("detached", "attached-unmarked", "marked-allowed")
+            result.open_close_ns = dict(zip(cases, map(int, m.groups()), strict=True))
         elif m := EXIT.search(line):
             result.guest_seconds = float(m.group(1))
     return result
@@ -292,6 +297,9 @@ def report(console: Console, names: list[str], boots: list[Boot], control: Boot 
             for n, detail in failing:
                 console.print(f"  {b.label} {n}: {detail}")
         passed = sum(b.status(n) == "PASS" for n in names)
+        if b.open_close_ns:
+            cost = ", ".join(f"{k} {v} ns" for k, v in b.open_close_ns.items())
+            console.print(f"{b.label}: open()+close() in the guest (TCG, indicative only): {cost}")
         console.print(
             f"{b.label}: kernel {b.kernel.version}, active LSMs {b.lsm_active or '?'}: {passed}/{len(names)} passed, "
             f"qemu exit {b.qemu_status}, {b.seconds:.1f}s"
@@ -366,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                     "active": b.lsm_active,
                     "seconds": round(b.seconds, 2),
                     "guest_seconds": b.guest_seconds,
+                    "open_close_ns": b.open_close_ns,
                     "results": {n: b.status(n) for n in names},
                 }
                 for b in boots + ([control] if control else [])
