@@ -89,6 +89,8 @@ static __always_inline struct pyi_mark *task_mark(void)
 			mark = bpf_task_storage_get(&task_marks, task, want, BPF_LOCAL_STORAGE_GET_F_CREATE);
 			if (mark)
 				bpf_map_delete_elem(&pending, &tid);
+			else
+				mark = want; /* no storage (memory): decide by the pending mark, try again next time */
 		}
 	}
 	return mark;
