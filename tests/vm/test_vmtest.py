@@ -1,0 +1,39 @@
+"""The BPF-LSM programs in one QEMU guest, from the test suite.
+
+The whole VM test (both kernels, the distribution in the guests, the negative control
+without `bpf` in lsm=) is `./dev vmtest`; this runs its newest kernel only, so
+`./dev tests` also watches every LSM program refuse a marked task and spare the others.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import need
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS = ROOT / "tests" / "vm" / "vmtest.py"
+
+
+def test_every_lsm_program_refuses_marked_tasks_in_a_guest(tmp_path):
+    need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 (Debian: qemu-system-x86)")
+    need(Path("/usr/lib/x86_64-linux-gnu/libbpf.a").is_file(), "libbpf.a for the static guest loader (libbpf-dev)")
+    out = tmp_path / "results.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "build"))
+    newest = ["--kernel", "6.12", "--no-control", "--no-runtime", "--json", str(out)]
+    proc = subprocess.run([sys.executable, str(HARNESS), *newest], env=env, capture_output=True, text=True, timeout=900)
+    assert out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    (boot,) = data["boots"]
+    assert "bpf" in boot["active"].split(","), boot["active"]
+    names = data["checks"]
+    # every program is exercised: a refusal and an event for each hook
+    for hook in ("file_open", "inode_unlink", "socket_connect", "bprm_check_security", "ptrace_access_check", "bpf"):
+        assert any(n.startswith(f"{hook}.") and n.endswith(".denied") for n in names), hook
+        assert f"events.{hook}" in names
+    failed = {n: s for n, s in boot["results"].items() if s != "PASS"}
+    assert not failed, f"{failed}\n{proc.stdout[-3000:]}"
+    assert proc.returncode == 0 and not data["problems"], data["problems"]
