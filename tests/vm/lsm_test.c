@@ -95,7 +95,7 @@ static const char *err_name(int e)
 
 enum op {
 	OP_READ, OP_WRITE, OP_UNLINK, OP_CONNECT, OP_CONNECT6, OP_CONNECT_MAPPED, OP_CONNECT_UNIX,
-	OP_EXEC, OP_PTRACE, OP_BPF, OP_FORK_READ, OP_READ_DEEP,
+	OP_EXEC, OP_PTRACE, OP_PROC_MEM, OP_BPF, OP_FORK_READ, OP_READ_DEEP,
 };
 
 static int op_open(const char *path, int flags)
@@ -171,6 +171,24 @@ static int op_ptrace(void)
 	return r;
 }
 
+/* /proc/PID/mem of an own child: the kernel asks ptrace_access_check (mode ATTACH) */
+static int op_proc_mem(void)
+{
+	pid_t victim = fork();
+	char path[64];
+	int r;
+
+	if (victim == 0) {
+		pause();
+		_exit(0);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/mem", victim);
+	r = op_open(path, O_RDONLY);
+	kill(victim, SIGKILL);
+	waitpid(victim, NULL, 0);
+	return r;
+}
+
 static int op_bpf(void)
 {
 	int fd = bpf_map_create(BPF_MAP_TYPE_ARRAY, "vmtest", 4, 4, 1, NULL);
@@ -206,6 +224,7 @@ static int do_op(enum op op, const char *path, int port)
 	case OP_READ_DEEP: return op_open(deep_file, O_RDONLY);
 	case OP_EXEC: return op_exec();
 	case OP_PTRACE: return op_ptrace();
+	case OP_PROC_MEM: return op_proc_mem();
 	case OP_BPF: return op_bpf();
 	case OP_FORK_READ: return op_fork_read(path);
 	}
@@ -214,8 +233,9 @@ static int do_op(enum op op, const char *path, int port)
 
 /* ---- targeting -------------------------------------------------------------------- */
 
-enum target { T_NONE, T_TASK, T_CGROUP, T_PENDING };
-static const char *target_name[] = { "untargeted", "task", "cgroup", "pending" };
+enum target { T_NONE, T_TASK, T_CGROUP, T_PENDING, T_BOTH };
+static const char *target_name[] = { "untargeted", "task", "cgroup", "pending", "task+cgroup" };
+#define POLICY_NO_RULES 9 /* the cgroup's policy in T_BOTH: no path rules at all */
 
 static int mark_task(pid_t pid, const struct pyi_mark *mark, unsigned int pidfd_flags)
 {
@@ -286,13 +306,20 @@ static int run_child(enum target t, __u32 flags, enum op op, const char *path, i
 		r = mark_task(pid, &mark, 0);
 	else if (t == T_CGROUP)
 		r = bpf_map_update_elem(bpf_map__fd(skel->maps.cgroup_marks), &cgroup_id, &mark, BPF_ANY) ?: join_cgroup(pid);
+	else if (t == T_BOTH) {
+		struct pyi_mark other = { .policy = POLICY_NO_RULES, .flags = flags };
+
+		r = mark_task(pid, &mark, 0) ?:
+		    bpf_map_update_elem(bpf_map__fd(skel->maps.cgroup_marks), &cgroup_id, &other, BPF_ANY) ?:
+		    join_cgroup(pid);
+	}
 	else if (t == T_PENDING)
 		pending_add(pid, &mark);
 	if (write(go[1], "g", 1) != 1 && !r)
 		r = -EPIPE;
 	close(go[1]);
 	waitpid(pid, &st, 0);
-	if (t == T_CGROUP)
+	if (t == T_CGROUP || t == T_BOTH)
 		bpf_map_delete_elem(bpf_map__fd(skel->maps.cgroup_marks), &cgroup_id);
 	if (t == T_PENDING && !pending_done(pid) && !r)
 		r = -ENOENT; /* the hook never took the mark */
@@ -411,6 +438,8 @@ static const struct check checks[] = {
 	OP("file_open.untargeted.allowed", T_NONE, 0, OP_READ, "/srv/secret/file", 0, 0),
 	OP("file_open.task.fs-and-net-flags.denied", T_TASK, NET | FS, OP_READ, "/srv/secret/file", 0, EACCES),
 	OP("file_open.task.net-flag-only.allowed", T_TASK, NET, OP_READ, "/srv/secret/file", 0, 0),
+	/* both marks are checked: the task's policy allows the file, the cgroup's does not */
+	OP("file_open.task-and-cgroup.cgroup-policy.denied", T_BOTH, FS, OP_READ, "/srv/allowed/file", 0, EACCES),
 	{ "file_open.thread.pending.denied-sibling-allowed", check_thread, 0 },
 	{ "file_open.thread.pidfd-or-pending.denied-sibling-allowed", check_thread, 1 },
 	OP("inode_unlink.task.no-unlink-right.denied", T_TASK, FS, OP_UNLINK, "/srv/ro/victim1", 0, EACCES),
@@ -433,6 +462,8 @@ static const struct check checks[] = {
 	OP("ptrace_access_check.task.denied", T_TASK, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM),
 	OP("ptrace_access_check.cgroup.denied", T_CGROUP, PYI_MARK_NOPTRACE, OP_PTRACE, 0, 0, EPERM),
 	OP("ptrace_access_check.untargeted.allowed", T_NONE, 0, OP_PTRACE, 0, 0, 0),
+	OP("ptrace_access_check.task.proc-mem.denied", T_TASK, PYI_MARK_NOPTRACE, OP_PROC_MEM, 0, 0, EACCES),
+	OP("ptrace_access_check.untargeted.proc-mem.allowed", T_NONE, 0, OP_PROC_MEM, 0, 0, 0),
 	OP("bpf.task.denied", T_TASK, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM),
 	OP("bpf.cgroup.denied", T_CGROUP, PYI_MARK_NOBPF, OP_BPF, 0, 0, EPERM),
 	OP("bpf.untargeted.allowed", T_NONE, 0, OP_BPF, 0, 0, 0),
