@@ -13,7 +13,9 @@
 #define PYI_MARK_NOPTRACE 0x400u /* ptrace_access_check refuses (attach, /proc/PID/mem, ...) */
 #define PYI_MARK_NOBPF   0x800u /* the bpf() system call is refused */
 /* PYI_MARK_NET (guard.h) also gates lsm/socket_connect: only destinations with a
- * pyi_rule_key entry connect; families other than AF_INET/AF_INET6/AF_UNSPEC are refused. */
+ * pyi_rule_key entry connect; families other than AF_INET/AF_INET6/AF_UNSPEC are refused.
+ * A mark without it is not restricted here: with guard.bpf.o loaded, its sock_create gives
+ * such a task no IPv4/IPv6 socket; lsm.bpf.o alone needs NET with no rules to refuse all. */
 
 /* struct pyi_event.hook values of the LSM programs (guard.h uses 1..15). */
 #define PYI_HOOK_FILE_OPEN    16u
