@@ -17,6 +17,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The plain-C library (libpyisolate_broker.so: host-Python supervisors through ctypes,
+ * and the fuzz harness) exports exactly the functions marked PYI_API; inside the
+ * _pyisolate extension everything stays hidden. */
+#ifdef PYI_BROKER_SHARED
+#define PYI_API __attribute__((visibility("default")))
+#else
+#define PYI_API
+#endif
+
 #define PYI_KEYLEN 32
 #define PYI_HASHLEN 32
 #define PYI_TAGLEN 16
@@ -41,8 +50,8 @@ typedef enum {
     PYI_ERR_INIT = -7,      /* libsodium could not initialise */
 } pyi_status;
 
-const char *pyi_status_text(int status);
-int pyi_sodium_init(void);
+PYI_API const char *pyi_status_text(int status);
+PYI_API int pyi_sodium_init(void);
 
 /* CipherState */
 typedef struct {
@@ -51,13 +60,13 @@ typedef struct {
     int has_key;
 } pyi_cipher;
 
-void pyi_cipher_init(pyi_cipher *cs, const uint8_t key[PYI_KEYLEN]);
-void pyi_cipher_clear(pyi_cipher *cs);
+PYI_API void pyi_cipher_init(pyi_cipher *cs, const uint8_t key[PYI_KEYLEN]);
+PYI_API void pyi_cipher_clear(pyi_cipher *cs);
 /* out receives len + 16 bytes (len bytes when there is no key yet). */
-int pyi_cipher_encrypt(pyi_cipher *cs, const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API int pyi_cipher_encrypt(pyi_cipher *cs, const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len, uint8_t *out);
 /* len includes the tag; out receives len - 16 bytes, untouched-or-garbage on failure. */
-int pyi_cipher_decrypt(pyi_cipher *cs, const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len, uint8_t *out);
-void pyi_cipher_rekey(pyi_cipher *cs);
+PYI_API int pyi_cipher_decrypt(pyi_cipher *cs, const uint8_t *ad, size_t adlen, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API void pyi_cipher_rekey(pyi_cipher *cs);
 
 /* SymmetricState */
 typedef struct {
@@ -66,14 +75,14 @@ typedef struct {
     uint8_t h[PYI_HASHLEN];
 } pyi_symmetric;
 
-void pyi_symmetric_init(pyi_symmetric *ss, const char *protocol_name);
-void pyi_symmetric_mix_hash(pyi_symmetric *ss, const uint8_t *data, size_t len);
-void pyi_symmetric_mix_key(pyi_symmetric *ss, const uint8_t *ikm, size_t len);
-int pyi_symmetric_encrypt_and_hash(pyi_symmetric *ss, const uint8_t *in, size_t len, uint8_t *out);
-int pyi_symmetric_decrypt_and_hash(pyi_symmetric *ss, const uint8_t *in, size_t len, uint8_t *out);
-void pyi_symmetric_split(pyi_symmetric *ss, pyi_cipher *c1, pyi_cipher *c2);
-void pyi_symmetric_clear(pyi_symmetric *ss);
-void pyi_hkdf2(const uint8_t ck[PYI_HASHLEN], const uint8_t *ikm, size_t len, uint8_t out1[PYI_HASHLEN],
+PYI_API void pyi_symmetric_init(pyi_symmetric *ss, const char *protocol_name);
+PYI_API void pyi_symmetric_mix_hash(pyi_symmetric *ss, const uint8_t *data, size_t len);
+PYI_API void pyi_symmetric_mix_key(pyi_symmetric *ss, const uint8_t *ikm, size_t len);
+PYI_API int pyi_symmetric_encrypt_and_hash(pyi_symmetric *ss, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API int pyi_symmetric_decrypt_and_hash(pyi_symmetric *ss, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API void pyi_symmetric_split(pyi_symmetric *ss, pyi_cipher *c1, pyi_cipher *c2);
+PYI_API void pyi_symmetric_clear(pyi_symmetric *ss);
+PYI_API void pyi_hkdf2(const uint8_t ck[PYI_HASHLEN], const uint8_t *ikm, size_t len, uint8_t out1[PYI_HASHLEN],
                uint8_t out2[PYI_HASHLEN]);
 
 /* HandshakeState: Noise_IK_25519_ChaChaPoly_SHA256, optionally with the X-Wing token. */
@@ -95,16 +104,16 @@ typedef struct {
 
 /* rs: the responder's static public key (initiator only). kem: the X-Wing public key
  * (initiator) or secret key (responder) when hybrid, else NULL. */
-int pyi_handshake_init(pyi_handshake *hs, int initiator, int hybrid, const uint8_t *prologue, size_t prologue_len,
+PYI_API int pyi_handshake_init(pyi_handshake *hs, int initiator, int hybrid, const uint8_t *prologue, size_t prologue_len,
                        const uint8_t s[PYI_DHLEN], const uint8_t *rs, const uint8_t *kem);
 /* For test vectors only: use this ephemeral private key instead of a random one. */
-void pyi_handshake_set_ephemeral_for_testing_only(pyi_handshake *hs, const uint8_t e[PYI_DHLEN]);
-size_t pyi_handshake_message_len(const pyi_handshake *hs, size_t payload_len);
+PYI_API void pyi_handshake_set_ephemeral_for_testing_only(pyi_handshake *hs, const uint8_t e[PYI_DHLEN]);
+PYI_API size_t pyi_handshake_message_len(const pyi_handshake *hs, size_t payload_len);
 /* Writes the next message into out (pyi_handshake_message_len bytes). */
-int pyi_handshake_write(pyi_handshake *hs, const uint8_t *payload, size_t payload_len, uint8_t *out);
+PYI_API int pyi_handshake_write(pyi_handshake *hs, const uint8_t *payload, size_t payload_len, uint8_t *out);
 /* Reads the next message; the payload goes to out (len - overhead bytes), its length to *payload_len. */
-int pyi_handshake_read(pyi_handshake *hs, const uint8_t *msg, size_t len, uint8_t *out, size_t *payload_len);
-void pyi_handshake_clear(pyi_handshake *hs);
+PYI_API int pyi_handshake_read(pyi_handshake *hs, const uint8_t *msg, size_t len, uint8_t *out, size_t *payload_len);
+PYI_API void pyi_handshake_clear(pyi_handshake *hs);
 
 /* Transport */
 typedef struct {
@@ -114,16 +123,37 @@ typedef struct {
 } pyi_transport;
 
 /* Consumes the finished handshake (wiped). */
-int pyi_transport_from_handshake(pyi_transport *t, pyi_handshake *hs);
-void pyi_transport_close(pyi_transport *t);
+PYI_API int pyi_transport_from_handshake(pyi_transport *t, pyi_handshake *hs);
+PYI_API void pyi_transport_close(pyi_transport *t);
 /* out: PYI_FRAME_HEADER + len + 16 bytes: big-endian length, then the sealed payload. */
-int pyi_transport_seal(pyi_transport *t, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API int pyi_transport_seal(pyi_transport *t, const uint8_t *in, size_t len, uint8_t *out);
 /* The sealed length a frame header announces, or a negative status (channel closed). */
-int64_t pyi_transport_check_header(pyi_transport *t, const uint8_t header[PYI_FRAME_HEADER]);
+PYI_API int64_t pyi_transport_check_header(pyi_transport *t, const uint8_t header[PYI_FRAME_HEADER]);
 /* in: the sealed body (len includes the tag); out: len - 16 bytes. Closes on failure. */
-int pyi_transport_open(pyi_transport *t, const uint8_t *in, size_t len, uint8_t *out);
+PYI_API int pyi_transport_open(pyi_transport *t, const uint8_t *in, size_t len, uint8_t *out);
+
+/* broker_capi.c: what ctypes callers need beyond the above (sizes, accessors, the
+ * libsodium calls the library hides). */
+PYI_API size_t pyi_handshake_size(void);
+PYI_API size_t pyi_transport_size(void);
+PYI_API int pyi_handshake_step(const pyi_handshake *hs);
+PYI_API int pyi_handshake_remote_static(const pyi_handshake *hs, uint8_t out[PYI_DHLEN]);
+PYI_API void pyi_handshake_hash(const pyi_handshake *hs, uint8_t out[PYI_HASHLEN]);
+PYI_API void pyi_transport_state(const pyi_transport *t, uint64_t *send_n, uint64_t *recv_n, uint64_t *interval,
+                                 int *closed);
+PYI_API void pyi_transport_set_for_testing_only(pyi_transport *t, uint64_t send_n, uint64_t recv_n,
+                                                uint64_t interval);
+PYI_API void pyi_transport_key_digest_for_testing_only(const pyi_transport *t, uint8_t out[32]);
+PYI_API void pyi_transport_rekey(pyi_transport *t, int send);
+PYI_API const char *pyi_sodium_version(void);
+PYI_API void pyi_x25519_keypair(uint8_t sk[PYI_DHLEN], uint8_t pk[PYI_DHLEN]);
+PYI_API void pyi_x25519_public(const uint8_t sk[PYI_DHLEN], uint8_t pk[PYI_DHLEN]);
+PYI_API int pyi_xwing_keypair(uint8_t pk[PYI_KEM_PKLEN], uint8_t sk[PYI_KEM_SKLEN], const uint8_t *seed32);
+PYI_API int pyi_xwing_encapsulate(uint8_t ct[PYI_KEM_CTLEN], uint8_t ss[32], const uint8_t pk[PYI_KEM_PKLEN],
+                                  const uint8_t *seed64);
+PYI_API int pyi_xwing_decapsulate(uint8_t ss[32], const uint8_t ct[PYI_KEM_CTLEN], const uint8_t sk[PYI_KEM_SKLEN]);
 
 /* C-level timings (broker_bench.c): nanoseconds per operation. */
-double pyi_bench_ns(const char *what, uint64_t iterations);
+PYI_API double pyi_bench_ns(const char *what, uint64_t iterations);
 
 #endif

@@ -2,16 +2,19 @@
 
 A frame is a 4-byte big-endian length and that many payload bytes; a payload is one
 JSON object (plain data only: never pickle). `Channel.send_bytes`/`recv_bytes` move raw
-payloads; the sealed broker replaces exactly those two, so callers do not change.
+payloads; once `Channel.seal(transport)` has installed a sealed broker transport
+(broker.py), they seal and open every frame instead, so callers do not change.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
 
+from . import broker
 from .errors import ProtocolError
 
 MAX_FRAME = 16 << 20  # bytes of payload; larger frames close the channel
@@ -43,6 +46,11 @@ class Channel:
         self.sock = sock
         self._send_lock = threading.Lock()
         self.closed = False
+        self.transport = None  # a _pyisolate.SealedTransport once the handshake is done
+
+    def seal(self, transport) -> None:
+        """From now on every frame is sealed (docs/broker-protocol.md §4)."""
+        self.transport = transport
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -59,8 +67,8 @@ class Channel:
     def send_bytes(self, payload: bytes, fds: list[int] | None = None) -> None:
         if len(payload) > MAX_FRAME:
             raise ProtocolError(f"frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
-        data = _HEADER.pack(len(payload)) + payload
-        with self._send_lock:
+        with self._send_lock:  # sealed under the lock: counters go out in order
+            data = _HEADER.pack(len(payload)) + payload if self.transport is None else self._sealed(payload)
             if fds:
                 sent = socket.send_fds(self.sock, [data], fds)
                 data = data[sent:]
@@ -75,8 +83,13 @@ class Channel:
             first, fds = b"", []
         if not first:
             return None, fds
-        header = first + self._read_exact(_HEADER.size - len(first), allow_eof=False)
-        return decode(self._payload_after(header)), fds
+        try:
+            header = first + self._read_exact(_HEADER.size - len(first), allow_eof=False)
+            return decode(self._payload_after(header)), fds
+        except ProtocolError:
+            for fd in fds:  # descriptors that came with a bad frame are not kept
+                os.close(fd)
+            raise
 
     def recv_bytes(self) -> bytes | None:
         header = self._read_exact(_HEADER.size, allow_eof=True)
@@ -84,11 +97,29 @@ class Channel:
 
     def _payload_after(self, header: bytes) -> bytes:
         """The payload a frame header announces; the one place the size limit is checked."""
+        if self.transport is not None:
+            return self._opened(header)
         (length,) = _HEADER.unpack(header)
         if length > MAX_FRAME:
             self.close()
             raise ProtocolError(f"peer announced a {length}-byte frame; the limit is {MAX_FRAME}")
         return self._read_exact(length, allow_eof=False)
+
+    def _sealed(self, payload: bytes) -> bytes:
+        try:
+            return self.transport.seal(payload)
+        except broker.backend().BrokerError as exc:
+            self.close()
+            raise ProtocolError(f"cannot seal a frame: {exc.args[1]}") from None
+
+    def _opened(self, header: bytes) -> bytes:
+        """Open one sealed frame; any failure closes the channel and delivers nothing."""
+        try:
+            body = self._read_exact(self.transport.frame_length(header), allow_eof=False)
+            return self.transport.open(body)
+        except broker.backend().BrokerError:
+            self.close()
+            raise ProtocolError("a sealed frame failed (length, authentication or counter)") from None
 
     def _read_exact(self, n: int, allow_eof: bool) -> bytes | None:
         if n == 0:
@@ -112,6 +143,8 @@ class Channel:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self.transport is not None:
+                self.transport.close()  # wipes both keys
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:

@@ -1,0 +1,366 @@
+"""The sealed broker's Python side (docs/broker-protocol.md): keys issued at spawn, the
+Noise IK handshake on a socket, and the opcode table.
+
+The cryptography is in C (`NoiseHandshake`, `SealedTransport`, over the statically
+linked libsodium): the `_pyisolate` extension on the distribution's interpreter, else the
+same C through ctypes (`_broker_ctypes`, for a supervisor on another Python). This module
+moves handshake messages, checks the peer's identity, and hands the finished transport to
+`framing.Channel.seal`, after which every frame of that channel is sealed.
+
+    supervisor                                   cell
+    SupervisorKeys() once
+    keys.issue() → (cell_public, secret) ──pipe (PYISOLATE_BROKER_FD)──► read_spawn_secret()
+    respond(sock, label, keys, cell_public) ◄── message 1 ── initiate(sock, label, secret)
+                                             ── message 2 ──►
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+
+PROLOGUE = b"pyisolate-broker/1\x00"
+SECRET_VERSION = 1
+BROKER_FD_ENV = "PYISOLATE_BROKER_FD"
+HANDSHAKE_MAX = 4096  # bytes of one handshake message (hybrid message 1 is 1216)
+HANDSHAKE_TIMEOUT = 30.0
+_LEN = struct.Struct(">I")
+
+X25519_LEN = 32
+XWING_PUBLIC_LEN = 1216
+XWING_SECRET_LEN = 32
+
+
+class HandshakeError(ProtocolError):
+    """The sealed channel could not be set up: the peer is not who it must be, or it broke
+    the handshake. The channel is closed."""
+
+
+class DecryptError(ProtocolError):
+    """A sealed frame failed (authentication, counter, length). The channel is closed;
+    no detail on purpose."""
+
+
+_backend = None
+
+
+def backend():
+    """The C core: the `_pyisolate` extension where it loads, else `_broker_ctypes`
+    ($PYISOLATE_BROKER_BACKEND=ctypes forces the latter)."""
+    global _backend
+    if _backend is None:
+        if os.environ.get("PYISOLATE_BROKER_BACKEND") != "ctypes":
+            try:
+                import _pyisolate
+
+                if hasattr(_pyisolate, "NoiseHandshake"):
+                    _backend = _pyisolate
+            except ImportError:
+                pass
+        if _backend is None:
+            from . import _broker_ctypes
+
+            _backend = _broker_ctypes
+    return _backend
+
+
+def sodium_version() -> str:
+    """The version of the libsodium linked (statically) into the C core."""
+    return backend().sodium_version()
+
+
+def label_control() -> bytes:
+    return b"control"
+
+
+def label_sandbox(name: str) -> bytes:
+    return b"sandbox:" + name.encode()
+
+
+# -- keys issued at spawn -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpawnSecret:
+    """What a cell (or a sandbox channel) is given: its static private key, the
+    supervisor's static public key and, in hybrid mode, the supervisor's X-Wing public key."""
+
+    private: bytes
+    supervisor_public: bytes
+    kem_public: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        mode = b"\x01" if self.kem_public else b"\x00"
+        return bytes([SECRET_VERSION]) + mode + self.private + self.supervisor_public + (self.kem_public or b"")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SpawnSecret:
+        if len(data) < 2 or data[0] != SECRET_VERSION or data[1] not in (0, 1):
+            raise HandshakeError(f"spawn secret: unknown version/mode {data[:2].hex()!r}")
+        want = 2 + 2 * X25519_LEN + (XWING_PUBLIC_LEN if data[1] else 0)
+        if len(data) != want:
+            raise HandshakeError(f"spawn secret: {len(data)} bytes, expected {want}")
+        kem = data[2 + 2 * X25519_LEN :] if data[1] else None
+        return cls(data[2:34], data[34:66], kem)
+
+    def to_hex(self) -> str:
+        return self.to_bytes().hex()
+
+
+class SupervisorKeys:
+    """The supervisor's static X25519 key (and X-Wing key pair when `hybrid`), made at start
+    and kept only in memory."""
+
+    def __init__(self, hybrid: bool = False):
+        self._private, self.public = backend().x25519_keypair()
+        self.kem_public, self._kem_secret = backend().xwing_keypair() if hybrid else (None, None)
+
+    @property
+    def hybrid(self) -> bool:
+        return self.kem_public is not None
+
+    def issue(self) -> tuple[bytes, SpawnSecret]:
+        """A fresh identity for one cell or sandbox channel: (its public key, its secret)."""
+        private, public = backend().x25519_keypair()
+        return public, SpawnSecret(private, self.public, self.kem_public)
+
+
+def hand_over(secret: SpawnSecret) -> int:
+    """A pipe holding `secret`; its read end (inheritable by pass_fds) is returned and the
+    write end closed. The caller closes the read end once the child has it."""
+    r, w = os.pipe()
+    try:
+        os.write(w, secret.to_bytes())  # far below the pipe's buffer: never blocks
+    finally:
+        os.close(w)
+    return r
+
+
+def child_env(fd: int) -> dict[str, str]:
+    """The variable that names the secret's pipe in the child (a number, not a secret)."""
+    return {BROKER_FD_ENV: str(fd)}
+
+
+def read_spawn_secret() -> SpawnSecret | None:
+    """The cell's secret from the pipe named by $PYISOLATE_BROKER_FD (then closed and the
+    variable removed); None when the cell was started without one."""
+    fd_text = os.environ.pop(BROKER_FD_ENV, None)
+    if fd_text is None:
+        return None
+    if not fd_text.isdigit():
+        raise HandshakeError(f"{BROKER_FD_ENV}={fd_text!r} is not a descriptor number")
+    fd = int(fd_text)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return SpawnSecret.from_bytes(b"".join(chunks))
+
+
+# -- the handshake on a socket ----------------------------------------------------------------
+
+
+def _send_message(sock: socket.socket, message: bytes) -> None:
+    sock.sendall(_LEN.pack(len(message)) + message)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise HandshakeError(f"peer closed the channel during the handshake ({len(buf)} of {n} bytes)")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv_message(sock: socket.socket) -> bytes:
+    (length,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    if length > HANDSHAKE_MAX:
+        raise HandshakeError(f"handshake message of {length} bytes; the limit is {HANDSHAKE_MAX}")
+    return _recv_exact(sock, length)
+
+
+def _with_timeout(sock: socket.socket, timeout: float, step):
+    previous = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        return step()
+    except TimeoutError:
+        raise HandshakeError(f"no handshake message within {timeout}s") from None
+    except backend().BrokerError as exc:
+        raise HandshakeError(f"handshake failed: {exc.args[1]}") from None
+    except OSError as exc:
+        raise HandshakeError(f"handshake failed: {exc}") from None
+    finally:
+        sock.settimeout(previous)
+
+
+def _initiator(send, recv, label: bytes, secret: SpawnSecret):
+    hs = backend().NoiseHandshake(
+        True,
+        secret.private,
+        prologue=PROLOGUE + label,
+        remote_static=secret.supervisor_public,
+        kem_key=secret.kem_public,
+    )
+    send(hs.write_message())
+    hs.read_message(recv())
+    return hs.to_transport()
+
+
+def _responder(send, recv, label: bytes, keys: SupervisorKeys, expected: bytes):
+    hs = backend().NoiseHandshake(False, keys._private, prologue=PROLOGUE + label, kem_key=keys._kem_secret)
+    hs.read_message(recv())
+    if not hmac.compare_digest(hs.remote_static or b"", expected):
+        raise HandshakeError("the peer's static key is not the one issued for this channel")
+    send(hs.write_message())
+    return hs.to_transport()
+
+
+def initiate(sock: socket.socket, label: bytes, secret: SpawnSecret, timeout: float = HANDSHAKE_TIMEOUT):
+    """The cell's side: message 1 out, message 2 in; the SealedTransport."""
+    send, recv = (lambda m: _send_message(sock, m)), (lambda: _recv_message(sock))
+    return _with_timeout(sock, timeout, lambda: _initiator(send, recv, label, secret))
+
+
+def respond(
+    sock: socket.socket, label: bytes, keys: SupervisorKeys, expected: bytes, timeout: float = HANDSHAKE_TIMEOUT
+):
+    """The supervisor's side: message 1 in (its static key must be `expected`, the key
+    issued for this channel), message 2 out; the SealedTransport."""
+
+    send, recv = (lambda m: _send_message(sock, m)), (lambda: _recv_message(sock))
+    return _with_timeout(sock, timeout, lambda: _responder(send, recv, label, keys, expected))
+
+
+def _rehandshake(channel, run) -> None:
+    """A new handshake whose two messages travel as frames of the current sealed session
+    (so no outsider can start one); then the new transport replaces the old, whose keys
+    are wiped. Counters start again at zero."""
+
+    def received() -> bytes:
+        message = channel.recv_bytes()
+        if message is None:
+            raise HandshakeError("peer closed the channel during a new handshake")
+        return message
+
+    try:
+        transport = run(channel.send_bytes, received)
+    except backend().BrokerError as exc:
+        channel.close()
+        raise HandshakeError(f"new handshake failed: {exc.args[1]}") from None
+    old, channel.transport = channel.transport, transport
+    old.close()
+
+
+def rehandshake_initiator(channel, label: bytes, secret: SpawnSecret) -> None:
+    """The cell's side of a new handshake on a sealed `framing.Channel` (no other frames
+    may travel meanwhile)."""
+    _rehandshake(channel, lambda send, recv: _initiator(send, recv, label, secret))
+
+
+def rehandshake_responder(channel, label: bytes, keys: SupervisorKeys, expected: bytes) -> None:
+    """The supervisor's side of a new handshake on a sealed `framing.Channel`."""
+    _rehandshake(channel, lambda send, recv: _responder(send, recv, label, keys, expected))
+
+
+# -- sandbox sockets ----------------------------------------------------------------------------
+
+
+def relay_sandbox(sealed: socket.socket, label: bytes, secret: SpawnSecret) -> socket.socket:
+    """The cell's side of a sandbox socket. The guest's interpreter cannot load the C core
+    (`_pyisolate` is main-interpreter only), so it gets the plain end of a private
+    socketpair, and a relay in the cell's main interpreter runs the handshake on `sealed`
+    and then seals and opens every frame between the two. Either side ending ends both."""
+    guest, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    threading.Thread(target=_relay, args=(sealed, inner, label, secret), name="relay", daemon=True).start()
+    return guest
+
+
+def _relay(sealed: socket.socket, inner: socket.socket, label: bytes, secret: SpawnSecret) -> None:
+    from . import framing
+
+    outer, plain = framing.Channel(sealed), framing.Channel(inner)
+    try:
+        outer.seal(initiate(sealed, label, secret))
+    except ProtocolError:
+        outer.close()
+        plain.close()
+        return
+    threading.Thread(target=_pump, args=(plain, outer), name="relay-up", daemon=True).start()
+    _pump(outer, plain)
+
+
+def _pump(source, sink) -> None:
+    try:
+        while (payload := source.recv_bytes()) is not None:
+            sink.send_bytes(payload)
+    except (ProtocolError, OSError):
+        pass
+    finally:
+        source.close()
+        sink.close()
+
+
+# -- opcodes ----------------------------------------------------------------------------------
+
+# Typed arguments of each request the broker carries (docs/broker-protocol.md §5): a type,
+# or a tuple of accepted types; a name ending in "?" is optional. "id" (control) and "rid"
+# (sandbox) are the request ids every request carries.
+OPCODES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    # supervisor → cell, control channel
+    "go": {"id": int, "pool": int, "exclusive": bool},
+    "create": {"id": int, "sb": str, "policy": dict, "tmp": (str, type(None)), "broker?": str},
+    "stats": {"id": int},
+    "exit": {"id": int},
+    "reload": {"id": int, "sb": str, "policy": dict},
+    "usage": {"id": int, "sb": str},
+    "interrupt": {"id": int, "sb": str, "message": str},
+    # supervisor → sandbox
+    "exec": {"rid": int, "code": str},
+    "call": {"rid": int, "target": str, "args": list},
+    "run": {"rid": int, "mode": str, "target": str, "argv": list},
+    "close": {},
+}
+
+
+def register_opcode(name: str, args: dict[str, type | tuple[type, ...]]) -> None:
+    """Add a plugin's operation with its typed arguments; a name is registered once."""
+    if not name.isidentifier() or name in OPCODES:
+        raise ValueError(f"opcode {name!r} is not a new identifier")
+    OPCODES[name] = dict(args)
+
+
+def check_request(message: dict) -> str:
+    """The request's opcode, once its arguments have the registered types; ProtocolError
+    naming the opcode and the field otherwise (unknown opcodes are refused)."""
+    op = message.get("op")
+    spec = OPCODES.get(op) if isinstance(op, str) else None
+    if spec is None:
+        raise ProtocolError(f"unknown opcode {op!r}")
+    allowed = {"op"}
+    for field, kind in spec.items():
+        name = field.rstrip("?")
+        allowed.add(name)
+        if name not in message:
+            if field.endswith("?"):
+                continue
+            raise ProtocolError(f"opcode {op!r}: missing argument {name!r}")
+        value = message[name]
+        if isinstance(value, bool) and kind is int:
+            raise ProtocolError(f"opcode {op!r}: argument {name!r} must be int, found bool")
+        if not isinstance(value, kind):
+            raise ProtocolError(f"opcode {op!r}: argument {name!r} has type {type(value).__name__}")
+    extra = set(message) - allowed
+    if extra:
+        raise ProtocolError(f"opcode {op!r}: unexpected arguments {sorted(extra)}")
+    return op
