@@ -162,13 +162,17 @@ guard_lock(PyObject *capsule)
     return g;
 }
 
+/* One record out of the ring. MAX_EVENTS exceeds what the ring holds (256 KiB of 80-byte
+ * records), so the array fills only if producers outpace this read; then the read stops
+ * (a negative return), the record in hand is lost and the rest waits for the next read. */
 static int
 on_event(void *ctx, void *data, size_t size)
 {
     struct guard *g = ctx;
-    if (size < sizeof(struct pyi_event) || g->nevents >= MAX_EVENTS)
-        return g->nevents >= MAX_EVENTS ? 1 : 0; /* 1 stops this read; the rest waits */
-    memcpy(&g->events[g->nevents++], data, sizeof(struct pyi_event));
+    if (g->nevents >= MAX_EVENTS)
+        return -E2BIG;
+    if (size >= sizeof(struct pyi_event))
+        memcpy(&g->events[g->nevents++], data, sizeof(struct pyi_event));
     return 0;
 }
 
