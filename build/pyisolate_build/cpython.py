@@ -22,7 +22,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import audit, cache, fetch, lock, patches, profiles, system
+from . import archives, audit, cache, fetch, lock, patches, profiles, system
 from .errors import BuildError
 from .progress import Reporter
 
@@ -36,6 +36,13 @@ CONFIGURE_ARGS = (
     "--without-static-libpython",  # the interpreter links libpython statically; no .a shipped
     "--without-system-libmpdec",  # bookworm has no libmpdec-dev; the bundled copy is pinned with CPython
     "--enable-option-checking=fatal",
+    # What configure would otherwise take from whatever else the host has (a Docker
+    # builder with only build/system-packages.txt must produce the same bytes): Tcl/Tk
+    # headers would build _tkinter (the tarball leaves tkinter out), an ndbm library _dbm,
+    # and the Makefile would record the first python3.X on PATH for regeneration (never run).
+    "py_cv_module__tkinter=n/a",
+    "py_cv_module__dbm=n/a",
+    "PYTHON_FOR_REGEN=python3",
 )
 # Variables from the caller's environment that would silently change the build.
 _SCRUB_ENV = (
@@ -221,7 +228,7 @@ def step_extract(tarball: Path, work: Path, reporter: Reporter) -> Path:
             top = {m.name.split("/", 1)[0] for m in tar.getmembers()}
             if len(top) != 1:
                 raise BuildError(f"{tarball}: expected one top-level directory, found {sorted(top)}")
-            tar.extractall(work, filter="data")
+            archives.extract(tar, work)
         return work / top.pop()
 
 

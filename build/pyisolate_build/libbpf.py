@@ -23,7 +23,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from . import cache, cpython, fetch, lock
+from . import archives, cache, cpython, fetch, lock
 from .progress import Reporter
 
 
@@ -62,7 +62,7 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
             shutil.rmtree(work)
         work.mkdir(parents=True)
         with tarfile.open(tarball) as tf:
-            tf.extractall(work / "src", filter="data")
+            archives.extract(tf, work / "src")
         tree = next((work / "src").glob("libbpf-*")) / "src"
         staged = work / "artefact"
         (work / "obj").mkdir()  # libbpf's Makefile writes libbpf.pc there before making it
