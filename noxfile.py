@@ -69,7 +69,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     install(session, "lint")
-    paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "docker", "noxfile.py"]
+    paths = ["build", "src", "sitecustomize", "tests", "demo", "bench", "docker", "fuzz", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
 
@@ -84,6 +84,16 @@ def vmtest(session: nox.Session) -> None:
     driver(session, "dist")  # --runtime runs it in the guests (`-- --no-runtime` skips that)
     harness, out = ROOT / "tests" / "vm" / "vmtest.py", ROOT / "out" / "vmtest" / "results.json"
     session.run("python", str(harness), "--runtime", "--json", str(out), *session.posargs, env=DRIVER_ENV)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """atheris on the sealed broker's frame decoder and handshake parser, a bounded time per
+    target (`-- --seconds N`, default 60); the C core built for the host Python with ASan
+    and coverage (fuzz/run.py says why)."""
+    install(session, "fuzz")
+    driver(session, "dist")  # the cached static libsodium and the interpreter's compiler flags
+    session.run("python", str(ROOT / "fuzz" / "run.py"), *(session.posargs or ["--seconds", "60"]), env=DRIVER_ENV)
 
 
 @nox.session
