@@ -11,10 +11,10 @@
  * on kernels >= 6.9), or, where a thread has no pidfd of its own, by putting its tid
  * into `pending` and raising `pending_count`: the thread's next hooked operation moves
  * the mark into its task storage before anything is decided. New tasks inherit the mark
- * (tp_btf/sched_process_fork). The maps task_marks, cgroup_marks, rules and events have
- * guard.bpf.c's names, types and sizes: a loader that loads both objects can share them
- * (bpf_map__reuse_fd), and then leave `propagate` unloaded (guard.bpf.o's pyi_fork
- * does the same).
+ * (lsm/task_alloc, which fails the fork rather than leave a child unmarked). The maps
+ * task_marks, cgroup_marks, rules and events have guard.bpf.c's names, types and sizes:
+ * a loader that loads both objects can share them (bpf_map__reuse_fd); guard.bpf.o's
+ * tp_btf/sched_process_fork copy of the mark is then a harmless second copy.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,6 +25,7 @@
 
 #define EPERM 1
 #define EACCES 13
+#define ENOMEM 12
 #define AF_UNSPEC 0
 #define AF_INET 2
 #define AF_INET6 10
@@ -362,14 +363,20 @@ int BPF_PROG(bpf_syscall, int cmd)
 	return deny_if(PYI_MARK_NOBPF, PYI_HOOK_BPF, cmd);
 }
 
-/* ---- inheritance ----------------------------------------------------------------- */
+/* ---- inheritance ------------------------------------------------------------------- */
 
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(propagate, struct task_struct *parent, struct task_struct *child)
+/* A new thread or process of a marked task gets the mark before it exists: copy_process
+ * calls this in the parent, after the child's task storage is set up empty. Unlike a
+ * tracepoint, the hook can fail the fork, so a child whose mark cannot be allocated is
+ * never created unmarked. */
+SEC("lsm/task_alloc")
+int BPF_PROG(task_alloc, struct task_struct *task, unsigned long clone_flags)
 {
-	struct pyi_mark *mark = bpf_task_storage_get(&task_marks, parent, 0, 0);
+	struct pyi_mark *mark = task_mark();
 
-	if (mark)
-		bpf_task_storage_get(&task_marks, child, mark, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!mark)
+		return 0;
+	if (!bpf_task_storage_get(&task_marks, task, mark, BPF_LOCAL_STORAGE_GET_F_CREATE))
+		return -ENOMEM;
 	return 0;
 }

@@ -95,7 +95,7 @@ static const char *err_name(int e)
 
 enum op {
 	OP_READ, OP_WRITE, OP_UNLINK, OP_CONNECT, OP_CONNECT6, OP_CONNECT_MAPPED, OP_CONNECT_UNIX,
-	OP_EXEC, OP_PTRACE, OP_PROC_MEM, OP_BPF, OP_FORK_READ, OP_READ_DEEP,
+	OP_EXEC, OP_PTRACE, OP_PROC_MEM, OP_BPF, OP_FORK_READ, OP_THREAD_READ, OP_READ_DEEP,
 };
 
 static int op_open(const char *path, int flags)
@@ -211,6 +211,22 @@ static int op_fork_read(const char *path)
 	return WEXITSTATUS(st);
 }
 
+static void *thread_read(void *path)
+{
+	return (void *)(long)op_open(path, O_RDONLY);
+}
+
+/* a thread the (marked) task creates after it was marked opens `path` */
+static int op_thread_read(const char *path)
+{
+	pthread_t t;
+	void *r;
+
+	if (pthread_create(&t, NULL, thread_read, (void *)path) || pthread_join(t, &r))
+		return 249;
+	return (int)(long)r;
+}
+
 static int do_op(enum op op, const char *path, int port)
 {
 	switch (op) {
@@ -227,6 +243,7 @@ static int do_op(enum op op, const char *path, int port)
 	case OP_PROC_MEM: return op_proc_mem();
 	case OP_BPF: return op_bpf();
 	case OP_FORK_READ: return op_fork_read(path);
+	case OP_THREAD_READ: return op_thread_read(path);
 	}
 	return 251;
 }
@@ -432,6 +449,9 @@ static const struct check checks[] = {
 	OP("file_open.task.read-only-rule.read-allowed", T_TASK, FS, OP_READ, "/srv/ro/file", 0, 0),
 	OP("file_open.task.read-only-rule.write-denied", T_TASK, FS, OP_WRITE, "/srv/ro/file", 0, EACCES),
 	OP("file_open.task.forked-child-inherits.denied", T_TASK, FS, OP_FORK_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.task.new-thread-inherits.denied", T_TASK, FS, OP_THREAD_READ, "/srv/secret/file", 0, EACCES),
+	OP("file_open.pending-tid.new-thread-inherits.denied", T_PENDING, FS, OP_THREAD_READ, "/srv/secret/file", 0,
+	   EACCES),
 	OP("file_open.cgroup.outside-rules.denied", T_CGROUP, FS, OP_READ, "/srv/secret/file", 0, EACCES),
 	OP("file_open.cgroup.rule-dir.allowed", T_CGROUP, FS, OP_READ, "/srv/allowed/file", 0, 0),
 	OP("file_open.pending-tid.denied", T_PENDING, FS, OP_READ, "/srv/secret/file", 0, EACCES),
