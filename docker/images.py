@@ -145,9 +145,12 @@ def builder_image(base: str, work: Path) -> str:
     return BUILDER
 
 
-def clone(dest: Path) -> Path:
+def clone(dest: Path, commit: str = "HEAD") -> Path:
+    """A fresh clone of the checkout at `commit` (both builds take the same one, however
+    the checkout moves meanwhile)."""
     shutil.rmtree(dest.parent, ignore_errors=True)
     run("git", "clone", "-q", "--no-hardlinks", ROOT, dest)
+    run("git", "checkout", "-q", "--detach", commit, cwd=dest)
     return dest
 
 
@@ -165,7 +168,7 @@ def container_build(src: Path, cache_dir: Path, epoch: str) -> Path:
     if (cache.root() / "downloads").is_dir():
         shutil.copytree(cache.root() / "downloads", cache_dir / "downloads")
     docker(
-        "run", "--rm", "--network", "host", "--hostname", "pyisolate-builder",
+        "run", "--rm", "--name", "pyisolate-docker-build", "--network", "host", "--hostname", "pyisolate-builder",
         "-v", f"{src}:/src", "-v", f"{cache_dir}:/cache", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
         "-e", "PYISOLATE_CACHE=/cache", "-e", f"SOURCE_DATE_EPOCH={epoch}",
         BUILDER, "sh", "-c", BUILD,
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         commit = run("git", "rev-parse", "HEAD", cwd=host_src, capture=True).stdout.strip()
         results.data.update(commit=commit, source_date_epoch=int(epoch))
         native = results.timed("host build", host_build, host_src, epoch)
-        box_src = clone(work / "builder" / "src")
+        box_src = clone(work / "builder" / "src", commit)
         boxed = results.timed("container build", container_build, box_src, work / "builder" / "cache", epoch)
         digests = {"host": sha256(native), "container": sha256(boxed)}
         results.data["tarballs"] = {"host": str(native), "container": str(boxed), "sha256": digests}
