@@ -32,6 +32,10 @@ PAYLOAD = "x" * 1024
 ECHO = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
 
 
+class StepFailed(Exception):
+    """A count could not be reached (reported in the part's skipped list)."""
+
+
 def log(msg: str) -> None:
     print(f"[scaling {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -99,7 +103,10 @@ def pyisolate_step(n: int, rt_calls: int) -> dict:
         t_all = time.perf_counter()
         for i in range(n):
             t0 = time.perf_counter()
-            sandboxes.append(sup.spawn(f"s{i}", "compute-only", timeout=120))
+            try:
+                sandboxes.append(sup.spawn(f"s{i}", "compute-only", timeout=60))
+            except iso.PyIsolateError as exc:
+                raise StepFailed(f"sandbox {i + 1} of {n} failed: {type(exc).__name__}: {exc}") from exc
             spawn.append(time.perf_counter() - t0)
             if n >= 100 and (i + 1) % 100 == 0:
                 log(f"  {i + 1}/{n} sandboxes up")
@@ -157,6 +164,7 @@ def main() -> int:
     skipped: list[results.Skip] = []
     per_sandbox_est = per_process_est = 12 * 1024  # KiB, until measured
     base: dict = {}  # round-trip percentiles at the first count
+    failed = ""  # a count that failed: larger ones are not attempted
     for n in counts:
         avail = mem_available_kib()
         need = n * per_sandbox_est * 1.2
@@ -167,8 +175,17 @@ def main() -> int:
             log(f"N={n}: skipped ({reason})")
             skipped.append(results.Skip(SUITE, "pyisolate", reason, f"sandboxes={n}"))
             continue
+        if failed:
+            skipped.append(results.Skip(SUITE, "pyisolate", f"not attempted: {failed}", f"sandboxes={n}"))
+            continue
         log(f"N={n}: PyIsolate")
-        ours = pyisolate_step(n, rt_calls)
+        try:
+            ours = pyisolate_step(n, rt_calls)
+        except StepFailed as exc:
+            failed = f"N={n}: {exc}"
+            log(failed)
+            skipped.append(results.Skip(SUITE, "pyisolate", str(exc), f"sandboxes={n}"))
+            continue
         per_sandbox_est = ours["pss"] / n
         need = n * per_process_est * 1.2
         avail = mem_available_kib()
