@@ -39,6 +39,7 @@ BUILDER = "pyisolate/builder:local"
 RUNTIME = "pyisolate/runtime:local"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # the host's trust store, for HTTPS downloads
 BUILD = "python -m pyisolate_build dist && python -m pyisolate_build release --ephemeral-key"
+SEEDED = "/root/.cache/pyisolate"  # the driver's default cache in the builder (HOME=/root)
 
 
 class Failed(Exception):
@@ -160,27 +161,26 @@ def host_build(src: Path, epoch: str) -> Path:
     return next((src / "out" / "release").glob("*.tar.xz"))
 
 
-def container_build(src: Path, cache_dir: Path, epoch: str) -> Path:
-    """A cold build in the builder: a new cache (only the verified downloads are seeded,
-    so no source is fetched twice), another host name, the container's own /var/tmp."""
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    cache_dir.mkdir(parents=True)
-    if (cache.root() / "downloads").is_dir():
-        shutil.copytree(cache.root() / "downloads", cache_dir / "downloads")
+def container_build(src: Path, epoch: str) -> Path:
+    """A cold build in the builder: the container's own cache (only the verified downloads
+    are seeded, so no source is fetched twice; it lives in the container's file system,
+    where the fixed build directory is too, because the driver publishes artefacts by
+    rename), another host name, the container's own /var/tmp."""
+    seed = cache.root() / "downloads"
+    seed.mkdir(parents=True, exist_ok=True)
     docker(
         "run", "--rm", "--name", "pyisolate-docker-build", "--network", "host", "--hostname", "pyisolate-builder",
-        "-v", f"{src}:/src", "-v", f"{cache_dir}:/cache", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
-        "-e", "PYISOLATE_CACHE=/cache", "-e", f"SOURCE_DATE_EPOCH={epoch}",
-        BUILDER, "sh", "-c", BUILD,
+        "-v", f"{src}:/src", "-v", f"{seed}:/seed:ro", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+        "-e", f"SOURCE_DATE_EPOCH={epoch}",
+        BUILDER, "sh", "-c", f"mkdir -p {SEEDED} && cp -r /seed {SEEDED}/downloads && {BUILD}",
     )  # fmt: skip
     return next((src / "out" / "release").glob("*.tar.xz"))
 
 
-def artefact_inputs(src: Path) -> str:
-    """The CPython artefact name a build used (it hashes toolchain and package versions)."""
-    real = (src / "out" / "dist" / "hardened").resolve()
-    base = json.loads((real.parent / "overlay.json").read_text())["base"]
-    return Path(base).parent.name
+def build_inputs(tarball: Path) -> dict:
+    """What the CPython build hashed (toolchain, package versions, …), from the provenance."""
+    provenance = json.loads(next(tarball.parent.glob("*.provenance.json")).read_text())
+    return provenance["buildDefinition"]["internalParameters"]["buildinfo"]
 
 
 # --- runtime image and smoke test ---------------------------------------------------------
@@ -244,6 +244,12 @@ def smoke(results: Results, image: str) -> None:
     results.check(
         "shared libraries resolve", not missing, "all resolve" if not missing else "missing: " + "; ".join(missing)
     )
+    # Which kernel guards Docker's own seccomp profile leaves to the sandbox (recorded, not judged).
+    doctor = in_image("doctor", "--json", entrypoint="/opt/pyisolate/bin/pyisolate")
+    try:
+        results.data["doctor_in_container"] = json.loads(doctor.stdout)
+    except ValueError:
+        results.data["doctor_in_container"] = {"error": (doctor.stdout + doctor.stderr)[-2000:]}
     size = docker("image", "inspect", "-f", "{{.Size}}", image, capture=True).stdout.strip()
     results.data["runtime_image_bytes"] = int(size)
 
@@ -267,17 +273,18 @@ def main(argv: list[str] | None = None) -> int:
         results.data.update(commit=commit, source_date_epoch=int(epoch))
         native = results.timed("host build", host_build, host_src, epoch)
         box_src = clone(work / "builder" / "src", commit)
-        boxed = results.timed("container build", container_build, box_src, work / "builder" / "cache", epoch)
+        boxed = results.timed("container build", container_build, box_src, epoch)
         digests = {"host": sha256(native), "container": sha256(boxed)}
         results.data["tarballs"] = {"host": str(native), "container": str(boxed), "sha256": digests}
-        inputs = {"host": artefact_inputs(host_src), "container": artefact_inputs(box_src)}
-        results.data["cpython_artefacts"] = inputs
+        host_inputs, box_inputs = build_inputs(native), build_inputs(boxed)
+        differing = sorted(k for k in host_inputs.keys() | box_inputs.keys() if host_inputs.get(k) != box_inputs.get(k))
+        results.check("same build inputs", not differing, "identical" if not differing else f"differ in {differing}")
         same = digests["host"] == digests["container"]
         results.check(
             "same tarball",
             same,
             f"{native.name} sha256 {digests['host']}"
-            + ("" if same else f" (host) != {digests['container']} (container); CPython inputs: {inputs}"),
+            + ("" if same else f" (host) != {digests['container']} (container)"),
         )
         if not same:
             return 3
