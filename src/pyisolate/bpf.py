@@ -234,6 +234,7 @@ def shared() -> Guard | None:
     with _shared_lock:
         if _shared is None and _shared_error is None:
             try:
+                _native()  # first: the most likely reason, named plainly
                 if os.geteuid() != 0:
                     raise BpfUnavailable("the supervisor is not root (loading BPF programs needs CAP_BPF and more)")
                 _shared = Guard()
