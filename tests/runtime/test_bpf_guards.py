@@ -175,12 +175,13 @@ def test_connect_gated_per_sandbox_thread(driver):
             guard = bpf.shared()
             marks = {{"one": guard.thread_mark(r1["tid"]), "two": guard.thread_mark(r2["tid"])}}
             reports = {{"one": one.guards["bpf"], "two": two.guards["bpf"]}}
+            cell = {{"attached": list(one.cell.guards.attached), "mode": one.cell.guards.mode}}
             events = sup.guard_events()
             own = one.guard_events()
         # The supervisor's own (unmarked) process connects anywhere.
         s = socket.create_connection(("127.0.0.2", port)); s.close()
         print(json.dumps({{"port": port, "one": r1, "two": r2, "marks": marks, "reports": reports,
-                          "events": events, "own": own}}))
+                          "events": events, "own": own, "cell": cell}}))
         """
     )
     port, one, two = out["port"], out["one"], out["two"]
@@ -190,6 +191,7 @@ def test_connect_gated_per_sandbox_thread(driver):
     assert one["v6"] == errno.EPERM  # cgroup/connect6: no IPv6 rule in "one"
     assert two["v6_any_port"] == errno.ECONNREFUSED  # "[::1]:*" allows it; nobody listens on 9
     assert one["thread_other_host"] == errno.EPERM and one["thread_tid"] != one["tid"]
+    assert {"cgroup-bpf", "exec-kill"} <= set(out["cell"]["attached"]) and out["cell"]["mode"] == "landlock"
     r_one, r_two = out["reports"]["one"], out["reports"]["two"]
     assert r_one["attached"] and r_two["attached"] and r_one["policy"] != r_two["policy"]
     assert out["marks"]["one"] == [r_one["policy"], 0x3] and out["marks"]["two"] == [r_two["policy"], 0x3]
@@ -280,3 +282,36 @@ def test_socket_refused_by_task_mark_and_by_cgroup_mark(driver):
     }
     sources = sorted(e["marked_by"] for e in out["events"] if e["hook"] == "sock_create")
     assert sources == ["cgroup", "task"]
+
+
+def test_launcher_sandbox_is_gated(driver, dist, tmp_path):
+    """pyisolate-python (the one-sandbox supervisor) marks its sandbox the same way."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    policy = tmp_path / "launch.toml"
+    policy.write_text(
+        f"""
+[policy]
+name = "launch"
+description = "test only: ctypes re-enabled to call libc past the audit hook"
+[network]
+connect = ["127.0.0.1:{port}"]
+[modules]
+allow = ["*"]
+deny = []
+"""
+    )
+    code = GUEST_LIBC + f"print(connect('127.0.0.1', {port}), connect('127.0.0.2', {port}))"
+    proc = subprocess.run(
+        [str(dist / "bin" / "pyisolate-python"), "--policy", str(policy), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", str(errno.EPERM)]
