@@ -47,6 +47,15 @@ struct {
 	__type(value, struct pyi_mark);
 } cgroup_marks SEC(".maps");
 
+/* policy id -> its current rule set: replacing a policy's rules is one update of this
+ * map (readers see the old set or the new one, never a mix). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} rule_sets SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -110,13 +119,17 @@ static __always_inline void report(struct pyi_mark *mark, __u8 source, __u32 hoo
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* The policy's rules, most specific first: address and port, address and any port,
- * any host and port, any host and any port. */
+/* The policy's current rules, most specific first: address and port, address and any
+ * port, any host and port, any host and any port. A policy without a rule set allows
+ * nothing. */
 static __always_inline int allowed(__u32 policy, __u8 family, const __u8 *addr, __u16 port)
 {
 	struct pyi_rule_key key = {};
+	__u32 *set = bpf_map_lookup_elem(&rule_sets, &policy);
 
-	key.policy = policy;
+	if (!set)
+		return 0;
+	key.policy = *set;
 	key.family = family;
 	if (family == AF_INET)
 		__builtin_memcpy(key.addr, addr, 4);

@@ -20,19 +20,21 @@
 #define PYI_SOURCE_CGROUP 2u
 
 /* What a sandbox thread (task storage, keyed by a PIDFD_THREAD pidfd) or a cgroup v2
- * (keyed by its id, the inode of its directory) carries. `policy` names the rule set in
- * pyi_rules; a task created by a marked task gets a copy (tp_btf/sched_process_fork). */
+ * (keyed by its id, the inode of its directory) carries. `policy` is looked up in
+ * `rule_sets` for the policy's current rule set; a task created by a marked task gets a
+ * copy (tp_btf/sched_process_fork). */
 struct pyi_mark {
 	__u32 policy;
 	__u32 flags;
 };
 
-/* One allowed connect destination of a policy. family 0 with a zero address: any host
+/* One allowed connect destination of a rule set. family 0 with a zero address: any host
  * ("*"); port 0: any port ("*"). family is AF_INET (addr[0..3], the rest zero) or
  * AF_INET6; an IPv4-mapped IPv6 address is stored and looked up as AF_INET. The port
  * is in host order. */
 struct pyi_rule_key {
-	__u32 policy;
+	__u32 policy; /* guard.bpf.c: the rule set, rule_sets[mark.policy] (a reload swaps a
+		       * policy to a new set in one update); lsm.bpf.c: the policy itself */
 	__u16 port;
 	__u8 family;
 	__u8 pad; /* always 0 (a hash key compares every byte) */

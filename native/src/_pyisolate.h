@@ -32,6 +32,7 @@ PyObject *pyi_bpf_guard_task_mark(PyObject *module, PyObject *args);
 PyObject *pyi_bpf_guard_unmark_task(PyObject *module, PyObject *args);
 PyObject *pyi_bpf_guard_mark_cgroup(PyObject *module, PyObject *args);
 PyObject *pyi_bpf_guard_rule(PyObject *module, PyObject *args);
+PyObject *pyi_bpf_guard_rule_set(PyObject *module, PyObject *args);
 PyObject *pyi_bpf_guard_events(PyObject *module, PyObject *guard);
 PyObject *pyi_bpf_guard_counters(PyObject *module, PyObject *guard);
 PyObject *pyi_bpf_guard_close(PyObject *module, PyObject *guard);
@@ -53,7 +54,9 @@ PyObject *pyi_bpf_probe_lsm(PyObject *module, PyObject *unused);
     {"bpf_guard_mark_cgroup", pyi_bpf_guard_mark_cgroup, METH_VARARGS, \
      "bpf_guard_mark_cgroup(guard, cgroup_id, policy, flags)\n\nMark a cgroup v2 (flags None: unmark)."}, \
     {"bpf_guard_rule", pyi_bpf_guard_rule, METH_VARARGS, \
-     "bpf_guard_rule(guard, policy, family, addr, port, add)\n\nAdd (or delete) one connect rule."}, \
+     "bpf_guard_rule(guard, rule_set, family, addr, port, add)\n\nAdd (or delete) one connect rule."}, \
+    {"bpf_guard_rule_set", pyi_bpf_guard_rule_set, METH_VARARGS, \
+     "bpf_guard_rule_set(guard, policy, rule_set)\n\nPoint a policy at a rule set (None: none), atomically."}, \
     {"bpf_guard_events", pyi_bpf_guard_events, METH_O, \
      "bpf_guard_events(guard) -> list\n\nThe denials waiting in the ring buffer, oldest first."}, \
     {"bpf_guard_counters", pyi_bpf_guard_counters, METH_O, \

@@ -394,16 +394,16 @@ pyi_bpf_guard_mark_cgroup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* bpf_guard_rule(g, policy, family, addr, port, add): one connect rule in or out.
+/* bpf_guard_rule(g, rule_set, family, addr, port, add): one connect rule in or out.
  * family 0 (any host, addr b""), AF_INET (4 bytes) or AF_INET6 (16); port 0: any. */
 PyObject *
 pyi_bpf_guard_rule(PyObject *module, PyObject *args)
 {
     PyObject *capsule;
-    unsigned int policy, family, port;
+    unsigned int rule_set, family, port;
     Py_buffer addr;
     int add;
-    if (!PyArg_ParseTuple(args, "OIIy*Ip:bpf_guard_rule", &capsule, &policy, &family, &addr, &port, &add))
+    if (!PyArg_ParseTuple(args, "OIIy*Ip:bpf_guard_rule", &capsule, &rule_set, &family, &addr, &port, &add))
         return NULL;
     struct pyi_rule_key key;
     memset(&key, 0, sizeof(key));
@@ -413,7 +413,7 @@ pyi_bpf_guard_rule(PyObject *module, PyObject *args)
         return PyErr_Format(PyExc_ValueError, "bpf guard: bad rule (family %u, %zd address bytes, port %u)", family,
                             addr.len, port);
     }
-    key.policy = policy;
+    key.policy = rule_set; /* the field holds the rule set (guard.h) */
     key.family = (__u8)family;
     key.port = (__u16)port;
     memcpy(key.addr, addr.buf, want);
@@ -427,8 +427,35 @@ pyi_bpf_guard_rule(PyObject *module, PyObject *args)
         err = errno;
     pthread_mutex_unlock(&g->lock);
     if (err && !(!add && err == ENOENT))
-        return PyErr_Format(PyExc_OSError, "bpf guard: %s rule of policy %u: %s", add ? "add" : "delete", policy,
+        return PyErr_Format(PyExc_OSError, "bpf guard: %s rule of set %u: %s", add ? "add" : "delete", rule_set,
                             strerror(err));
+    Py_RETURN_NONE;
+}
+
+/* bpf_guard_rule_set(g, policy, rule_set): point a policy at a rule set, in one map
+ * update (None: the policy has none, and allows nothing). */
+PyObject *
+pyi_bpf_guard_rule_set(PyObject *module, PyObject *args)
+{
+    PyObject *capsule, *set_obj;
+    unsigned int policy;
+    if (!PyArg_ParseTuple(args, "OIO:bpf_guard_rule_set", &capsule, &policy, &set_obj))
+        return NULL;
+    __u32 key = policy, value = 0;
+    if (set_obj != Py_None) {
+        value = (__u32)PyLong_AsUnsignedLong(set_obj);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    struct guard *g = guard_lock(capsule);
+    if (g == NULL)
+        return NULL;
+    int fd = bpf_map__fd(g->skel->maps.rule_sets), err = 0;
+    if (set_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &value, BPF_ANY))
+        err = errno;
+    pthread_mutex_unlock(&g->lock);
+    if (err && !(set_obj == Py_None && err == ENOENT))
+        return PyErr_Format(PyExc_OSError, "bpf guard: rule set of policy %u: %s", policy, strerror(err));
     Py_RETURN_NONE;
 }
 

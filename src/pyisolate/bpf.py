@@ -173,26 +173,48 @@ class Guard:
         except BaseException:
             self._lib.bpf_guard_close(self._handle)
             raise
-        self._policies = itertools.count(1)
-        self._rules: dict[int, list] = {}
+        self._ids = itertools.count(1)  # policy ids and rule-set ids, never reused
+        self._sets: dict[int, tuple[int, list]] = {}  # policy -> (its rule set, the set's entries)
         self._lock = threading.Lock()
         self._events: deque = deque(maxlen=EVENT_LOG)
 
-    def add_policy(self, connect) -> int:
-        """A new policy id holding these connect rules (("host", "port") pairs)."""
+    def _new_set(self, connect) -> tuple[int, list]:
         entries = rule_entries(connect)
         with self._lock:
-            policy = next(self._policies)
-            self._rules[policy] = entries
+            rule_set = next(self._ids)
         for family, addr, port in entries:
-            self._lib.bpf_guard_rule(self._handle, policy, family, addr, port, True)
+            self._lib.bpf_guard_rule(self._handle, rule_set, family, addr, port, True)
+        return rule_set, entries
+
+    def _drop_set(self, rule_set: int, entries: list) -> None:
+        for family, addr, port in entries:
+            self._lib.bpf_guard_rule(self._handle, rule_set, family, addr, port, False)
+
+    def add_policy(self, connect) -> int:
+        """A new policy id holding these connect rules (("host", "port") pairs)."""
+        with self._lock:
+            policy = next(self._ids)
+        self._sets[policy] = self._new_set(connect)
+        self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
         return policy
 
+    def replace_rules(self, policy: int, connect) -> None:
+        """Give a policy new connect rules, atomically for its tasks: the new set is filled
+        first, then the policy is pointed at it in one map update (a connect sees the old
+        rules or the new ones, never a mix), then the old set is removed."""
+        old = self._sets.get(policy)
+        if old is None:
+            raise KeyError(f"no BPF policy {policy}")
+        self._sets[policy] = self._new_set(connect)
+        self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
+        self._drop_set(*old)
+
     def drop_policy(self, policy: int) -> None:
-        with self._lock:
-            entries = self._rules.pop(policy, [])
-        for family, addr, port in entries:
-            self._lib.bpf_guard_rule(self._handle, policy, family, addr, port, False)
+        """The policy allows nothing from now on (its rule set is gone)."""
+        old = self._sets.pop(policy, None)
+        self._lib.bpf_guard_rule_set(self._handle, policy, None)
+        if old is not None:
+            self._drop_set(*old)
 
     def mark_thread(self, tid: int, policy: int, flags: int) -> None:
         self._lib.bpf_guard_mark_task(self._handle, tid, policy, flags)
@@ -282,6 +304,19 @@ def unmark_sandbox(report: dict) -> None:
     guard = _shared
     if guard is not None and report.get("attached"):
         guard.drop_policy(report["policy"])
+
+
+def replace_sandbox_rules(report: dict, connect) -> bool:
+    """A policy reload's new connect rules for a running sandbox (its `Sandbox.guards["bpf"]`):
+    swapped in atomically for all its threads. Only hosts and ports within what its thread
+    had at creation can work (Landlock's ports and seccomp's socket() stay as they were);
+    a sandbox created without connect rules stays without network. False when the sandbox
+    has no BPF mark."""
+    guard = _shared
+    if guard is None or not report.get("attached"):
+        return False
+    guard.replace_rules(report["policy"], connect)
+    return True
 
 
 def events_of(policies) -> list[dict]:

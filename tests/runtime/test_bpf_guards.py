@@ -315,3 +315,29 @@ deny = []
     server.close()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", str(errno.EPERM)]
+
+
+def test_reload_swaps_a_sandboxs_rules(driver):
+    """bpf.replace_sandbox_rules (for policy reloads): the running sandbox's threads get the
+    new connect rules in one map update."""
+    out = driver(
+        f"""
+        GUEST = {GUEST_LIBC!r}
+        a = listener("127.0.0.1")
+        port = a.getsockname()[1]
+        b = listener("127.0.0.2", port)
+        probe = 'post([connect("127.0.0.1", PORT), connect("127.0.0.2", PORT)])'.replace("PORT", str(port))
+        with Supervisor(pool=0) as sup:
+            sb = sup.spawn("sb", policy("sb", [f"127.0.0.1:{{port}}"]))
+            sb.exec(GUEST)
+            sb.exec(probe)
+            before = sb.recv(timeout=30)
+            swapped = bpf.replace_sandbox_rules(sb.guards["bpf"], [("127.0.0.2", str(port))])
+            sb.exec(probe)
+            after = sb.recv(timeout=30)
+        print(json.dumps({{"before": before, "swapped": swapped, "after": after}}))
+        """
+    )
+    assert out["before"] == [0, errno.EPERM]
+    assert out["swapped"] is True
+    assert out["after"] == [errno.EPERM, 0]
