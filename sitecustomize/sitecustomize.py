@@ -20,6 +20,9 @@ def _prepare_cell() -> None:
     keep = {0, 1, 2}
     if len(sys.argv) >= 2 and sys.argv[-1].isdigit():
         keep.add(int(sys.argv[-1]))
+    broker_fd = os.environ.get("PYISOLATE_BROKER_FD", "")  # the spawn secret's pipe (pyisolate/broker.py)
+    if broker_fd.isdigit():
+        keep.add(int(broker_fd))
     fault_fd = os.environ.get("PYISOLATE_FAULT_FD", "")  # the fault-report pipe (pyisolate/quotas.py)
     if fault_fd.isdigit():
         keep.add(int(fault_fd))

@@ -79,6 +79,8 @@ def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter,
         )
         shutil.copy(repo.root / "sitecustomize" / "sitecustomize.py", site / "sitecustomize.py")
         shutil.copy(extension, site / extension.name)
+        if (extension.parent / native.BROKER_LIBRARY).is_file():  # the broker's C core for ctypes
+            shutil.copy(extension.parent / native.BROKER_LIBRARY, site / "pyisolate" / native.BROKER_LIBRARY)
         if bpf_dir is not None:
             shipped = site / "pyisolate" / "bpf-objects"
             shipped.mkdir()

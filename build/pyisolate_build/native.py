@@ -25,11 +25,12 @@ import sys
 import zipfile
 from pathlib import Path
 
-from . import cache, cpython
+from . import cache, cpython, sodium
 from .errors import BuildError
 from .progress import Reporter
 
 MODULE = "_pyisolate"
+BROKER_LIBRARY = "libpyisolate_broker.so"  # the broker's C core for ctypes (sodium.py, CMakeLists.txt)
 
 
 def _sources(repo: cpython.Repo) -> list[Path]:
@@ -58,6 +59,9 @@ def build(
 ) -> Path:
     """Return the built extension module file (cached)."""
     key = native_key(repo, base, bpf_dir, libbpf_dir)
+    # The static libsodium of the sealed broker (sodium.py); its artefact is named after its inputs.
+    sodium_prefix = sodium.build(repo, base, reporter)
+    key = cache.key({"native": key, "sodium": sodium_prefix.name})
     name = base.parent.name.replace("cpython-", "native-", 1) + f"-{key[:12]}"
     artefact = cache.root() / "native" / name
     info = artefact / "native.json"
@@ -72,6 +76,7 @@ def build(
         venv, wheels, staged = work / "venv", work / "wheel", work / "artefact"
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV and not k.startswith("PIP_")}
         env.update(LC_ALL="C", CMAKE_GENERATOR="Unix Makefiles", PIP_DISABLE_PIP_VERSION_CHECK="1")
+        env["PYI_SODIUM_PREFIX"] = str(sodium_prefix)
         if bpf_dir is not None:
             defines = [env.get("SKBUILD_CMAKE_DEFINE", ""), f"PYI_BPF_SKEL_DIR={bpf_dir}"]
             defines += [f"PYI_LIBBPF_PREFIX={libbpf_dir}"] if libbpf_dir else []
@@ -118,6 +123,9 @@ def build(
                         staged.mkdir(exist_ok=True)
                         (staged / member).write_bytes(zf.read(member))
                         modules.append(member)
+                    elif member == f"pyisolate/{BROKER_LIBRARY}":
+                        staged.mkdir(exist_ok=True)
+                        (staged / BROKER_LIBRARY).write_bytes(zf.read(member))
         if len(modules) != 1:
             raise BuildError(f"native: expected one {MODULE}*.so in the wheel, found {modules or 'none'}")
         (staged / "native.json").write_text(json.dumps({"key": key, "module": modules[0]}, indent=1) + "\n")

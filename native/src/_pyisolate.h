@@ -5,6 +5,8 @@
  *                      cell's process-wide base filter
  *   bpf_guard.c        the loader of bpf/guard.bpf.c (libbpf, its skeleton): open+load
  *                      verified bytes, attach, marks and rules in its maps, denial events
+ *   noise_*.c, broker_*.c  the sealed broker (docs/broker-protocol.md) over libsodium,
+ *                      linked statically; broker_py.c adds its types and functions
  *   _pyisolate.c       the module: method table, multi-phase init (main interpreter only)
  */
 #ifndef PYISOLATE_NATIVE_H
@@ -74,5 +76,7 @@ PyObject *pyi_crash_guard_thread(PyObject *module, PyObject *name);
      "report to fd and end the cell; call once, before any other thread exists."}, \
     {"crash_guard_thread", pyi_crash_guard_thread, METH_O, \
      "crash_guard_thread(name)\n\nAn alternate signal stack and a name for the calling thread's fault reports."}
+
+int pyi_broker_exec(PyObject *module);
 
 #endif
