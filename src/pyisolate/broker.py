@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import selectors
 import socket
 import struct
 import threading
@@ -30,6 +31,7 @@ SECRET_VERSION = 1
 BROKER_FD_ENV = "PYISOLATE_BROKER_FD"
 HANDSHAKE_MAX = 4096  # bytes of one handshake message (hybrid message 1 is 1216)
 HANDSHAKE_TIMEOUT = 30.0
+MAX_PAYLOAD = 16 << 20  # framing.MAX_FRAME, the C core's limit too
 _LEN = struct.Struct(">I")
 
 X25519_LEN = 32
@@ -276,39 +278,133 @@ def rehandshake_responder(channel, label: bytes, keys: SupervisorKeys, expected:
 # -- sandbox sockets ----------------------------------------------------------------------------
 
 
-def relay_sandbox(sealed: socket.socket, label: bytes, secret: SpawnSecret) -> socket.socket:
-    """The cell's side of a sandbox socket. The guest's interpreter cannot load the C core
-    (`_pyisolate` is main-interpreter only), so it gets the plain end of a private
-    socketpair, and a relay in the cell's main interpreter runs the handshake on `sealed`
-    and then seals and opens every frame between the two. Either side ending ends both."""
+def respond_in_background(sock: socket.socket, label: bytes, keys: SupervisorKeys, expected: bytes):
+    """The supervisor's side of a sandbox socket's handshake, run while the `create` request
+    is in flight (the cell answers `create` only after its side is done). `.result()`
+    gives the transport or raises HandshakeError."""
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["transport"] = respond(sock, label, keys, expected)
+        except ProtocolError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="sandbox-handshake", daemon=True)
+    thread.start()
+
+    class Pending:
+        @staticmethod
+        def result():
+            thread.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["transport"]
+
+    return Pending()
+
+
+def seal_sandbox_socket(sealed: socket.socket, label: bytes, secret: SpawnSecret) -> socket.socket:
+    """The cell's side of a sandbox socket: the handshake (the supervisor answers while its
+    `create` waits), then the socket joins the cell's relay. The guest's interpreter cannot
+    load the C core (`_pyisolate` is main-interpreter only), so it gets the plain end of a
+    private socketpair; the relay seals and opens every frame between the two."""
+    transport = initiate(sealed, label, secret)
     guest, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    threading.Thread(target=_relay, args=(sealed, inner, label, secret), name="relay", daemon=True).start()
+    _relay().add(sealed, inner, transport)
     return guest
 
 
-def _relay(sealed: socket.socket, inner: socket.socket, label: bytes, secret: SpawnSecret) -> None:
-    from . import framing
-
-    outer, plain = framing.Channel(sealed), framing.Channel(inner)
-    try:
-        outer.seal(initiate(sealed, label, secret))
-    except ProtocolError:
-        outer.close()
-        plain.close()
-        return
-    threading.Thread(target=_pump, args=(plain, outer), name="relay-up", daemon=True).start()
-    _pump(outer, plain)
+_the_relay = None
+_relay_lock = threading.Lock()
 
 
-def _pump(source, sink) -> None:
-    try:
-        while (payload := source.recv_bytes()) is not None:
-            sink.send_bytes(payload)
-    except (ProtocolError, OSError):
-        pass
-    finally:
-        source.close()
-        sink.close()
+def _relay() -> _Relay:
+    global _the_relay
+    with _relay_lock:
+        if _the_relay is None:
+            _the_relay = _Relay()
+        return _the_relay
+
+
+class _Relay:
+    """One thread per cell (its task budget counts a few helpers, not one per sandbox)
+    moving frames between each sandbox's sealed socket and its guest socketpair. It
+    reads only what select() says is there and keeps partial frames per socket; a frame
+    that fails closes that sandbox's link (both sockets, the transport's keys wiped).
+    Writes block: a guest that stops reading stalls the relay of its own cell, which
+    only hosts sandboxes of the same tenant."""
+
+    def __init__(self):
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        self._new: list = []
+        self._lock = threading.Lock()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        threading.Thread(target=self._run, name="broker-relay", daemon=True).start()
+
+    def add(self, sealed: socket.socket, inner: socket.socket, transport) -> None:
+        with self._lock:
+            self._new.append(_Link(sealed, inner, transport))
+        os.write(self._wake_w, b"\0")
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    os.read(self._wake_r, 4096)
+                    with self._lock:
+                        new, self._new = self._new, []
+                    for link in new:
+                        self._selector.register(link.sealed, selectors.EVENT_READ, (link, True))
+                        self._selector.register(link.inner, selectors.EVENT_READ, (link, False))
+                    continue
+                link, from_supervisor = key.data
+                try:
+                    link.pump(from_supervisor)
+                except (ProtocolError, OSError, backend().BrokerError):
+                    for sock in (link.sealed, link.inner):
+                        self._selector.unregister(sock)
+                    link.close()
+
+
+class _Link:
+    def __init__(self, sealed: socket.socket, inner: socket.socket, transport):
+        self.sealed, self.inner, self.transport = sealed, inner, transport
+        self.buffers = {True: bytearray(), False: bytearray()}
+
+    def pump(self, from_supervisor: bool) -> None:
+        source = self.sealed if from_supervisor else self.inner
+        data = source.recv(1 << 16)
+        if not data:
+            raise OSError("end of stream")
+        buf = self.buffers[from_supervisor]
+        buf += data
+        while len(buf) >= _LEN.size:
+            if from_supervisor:
+                length = self.transport.frame_length(bytes(buf[: _LEN.size]))  # a bad one closes
+            else:
+                (length,) = _LEN.unpack(buf[: _LEN.size])
+                if length > MAX_PAYLOAD:
+                    raise ProtocolError(f"guest frame of {length} bytes")
+            if len(buf) < _LEN.size + length:
+                return
+            body = bytes(buf[_LEN.size : _LEN.size + length])
+            del buf[: _LEN.size + length]
+            if from_supervisor:
+                payload = self.transport.open(body)
+                self.inner.sendall(_LEN.pack(len(payload)) + payload)
+            else:
+                self.sealed.sendall(self.transport.seal(body))
+
+    def close(self) -> None:
+        self.transport.close()
+        for sock in (self.sealed, self.inner):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
 
 
 # -- opcodes ----------------------------------------------------------------------------------

@@ -241,9 +241,9 @@ class Cell:
             quota = quotas.set_cap(iid, (message["policy"].get("limits") or {}).get("memory"))
             config = {"policy": message["policy"], "tmp": message.get("tmp")}
             sock = socket.socket(fileno=fds.pop())  # the sandbox owns it from here on
-            if message.get("broker"):  # sealed: the guest gets a plain end, a relay seals (broker.py)
+            if message.get("broker"):  # sealed: the guest gets a plain end, the cell's relay seals
                 secret = broker.SpawnSecret.from_bytes(bytes.fromhex(message["broker"]))
-                sock = broker.relay_sandbox(sock, broker.label_sandbox(name), secret)
+                sock = broker.seal_sandbox_socket(sock, broker.label_sandbox(name), secret)
             try:
                 sandbox = CellSandbox(self, name, iid, sock, config)
             except kernel.GuardUnavailable as exc:

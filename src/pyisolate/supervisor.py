@@ -606,6 +606,7 @@ class Supervisor:
         cell.sandboxes[name] = sandbox
         cell.quota.budget([sb.policy.limits for sb in list(cell.sandboxes.values())])  # the cell's cgroup
         identity, secret = self.broker_keys.issue()  # the sandbox socket's own, sent sealed
+        sealing = broker.respond_in_background(ours, broker.label_sandbox(name), self.broker_keys, identity)
         try:
             sandbox.spawn_info = cell.request(
                 {"op": "create", "sb": name, "policy": resolved.to_wire(), "tmp": tmpdir, "broker": secret.to_hex()},
@@ -614,7 +615,7 @@ class Supervisor:
                 fds=[theirs.fileno()],
             )
             theirs.close()
-            sandbox._channel.seal(broker.respond(ours, broker.label_sandbox(name), self.broker_keys, identity))
+            sandbox._channel.seal(sealing.result())  # the cell finished its side before replying
             sandbox.guards = sandbox.spawn_info.get("guards") or {}
             sandbox.quota_info = sandbox.spawn_info.get("quota") or {}
             # Host BPF guards (bpf.py): its thread is marked before the caller gets the sandbox.
@@ -691,11 +692,16 @@ class Supervisor:
                     )
             # Publish for new sandboxes, then switch the running ones one by one.
             self.policies = MappingProxyType({**self.policies, pol.name: (version, pol)})
+            plan_net_before = {sb.name: sb.policy.net_connect for sb, _, _ in targets}
             for sb, resolved, plan in targets:
                 kept = _kept_fields(sb.spawned, sb.policy, resolved, plan)
                 reply = sb.cell.request({"op": "reload", "sb": sb.name, "policy": kept.to_wire()}, timeout, sb.name)
                 sb.policy = kept  # one reference swap: the supervisor's limits read it
                 report.book_versions[sb.name] = reply["version"]
+                # The kernel's per-thread connect rules (host BPF guards), in one map update.
+                if set(kept.net_connect) != set(plan_net_before[sb.name]):
+                    marks = sb.guards.get("bpf") or {}
+                    report.bpf_switched[sb.name] = bpf.replace_sandbox_rules(marks, kept.net_connect)
             return report
 
     def watchdog(self) -> quotas.Watchdog:
