@@ -158,6 +158,23 @@ def _event(raw: tuple) -> dict:
     return event
 
 
+_MEMBARRIER = 324  # x86-64 syscall number
+_MEMBARRIER_CMD_GLOBAL = 1
+
+
+def rcu_grace_period() -> None:
+    """Wait until every BPF program running now has returned. The cgroup and tracing
+    programs run inside RCU read-side sections, and membarrier(MEMBARRIER_CMD_GLOBAL)
+    returns after synchronize_rcu() (kernel/sched/membarrier.c): the standard wait before
+    freeing what such a program may still be reading. ~10 ms; reloads only."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_MEMBARRIER, _MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"membarrier(MEMBARRIER_CMD_GLOBAL): {os.strerror(err)}")
+
+
 class Guard:
     """guard.bpf.o loaded (verified bytes) and attached: tp_btf programs globally, the
     cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
@@ -177,6 +194,27 @@ class Guard:
         self._sets: dict[int, tuple[int, list]] = {}  # policy -> (its rule set, the set's entries)
         self._lock = threading.Lock()
         self._events: deque = deque(maxlen=EVENT_LOG)
+        # Rule sets replaced by a reload, removed after an RCU grace period (see _reap).
+        self._retired: list[tuple[int, list]] = []
+        self._retired_cv = threading.Condition()
+        self._closing = False
+        self._reaper = threading.Thread(target=self._reap, name="pyisolate-bpf-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap(self) -> None:
+        """Remove retired rule sets once no program can still be reading them: every set in
+        a batch was unhooked before the grace period started. One wait serves a whole batch,
+        so reloads at any rate cost one grace period per ~10 ms, not one each."""
+        while True:
+            with self._retired_cv:
+                while not self._retired and not self._closing:
+                    self._retired_cv.wait()
+                batch, self._retired = self._retired, []
+                if not batch and self._closing:
+                    return
+            rcu_grace_period()
+            for rule_set, entries in batch:
+                self._drop_set(rule_set, entries)
 
     def _new_set(self, connect) -> tuple[int, list]:
         entries = rule_entries(connect)
@@ -207,7 +245,11 @@ class Guard:
             raise KeyError(f"no BPF policy {policy}")
         self._sets[policy] = self._new_set(connect)
         self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
-        self._drop_set(*old)
+        # A program that read the old set's id just before the switch may still be looking
+        # its rules up: they are removed only after every such program has returned.
+        with self._retired_cv:
+            self._retired.append(old)
+            self._retired_cv.notify()
 
     def drop_policy(self, policy: int) -> None:
         """The policy allows nothing from now on (its rule set is gone)."""
@@ -241,6 +283,10 @@ class Guard:
         return self._lib.bpf_guard_counters(self._handle)
 
     def close(self) -> None:
+        with self._retired_cv:
+            self._closing = True
+            self._retired_cv.notify()
+        self._reaper.join()
         self._lib.bpf_guard_close(self._handle)
 
 

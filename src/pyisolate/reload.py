@@ -72,6 +72,7 @@ class ReloadReport:
     plans: list[SandboxPlan] = field(default_factory=list)
     book_versions: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # sandbox -> why it kept its policy
+    bpf_switched: dict[str, bool] = field(default_factory=dict)  # sandbox -> its BPF connect rules swapped
 
     def to_wire(self) -> dict:
         return {
@@ -81,6 +82,7 @@ class ReloadReport:
             "sandboxes": {
                 p.sandbox: {
                     "book_version": self.book_versions.get(p.sandbox),
+                    "bpf_switched": self.bpf_switched.get(p.sandbox),
                     "changes": [{"field": c.field, "disposition": c.disposition, "why": c.why} for c in p.changes],
                 }
                 for p in self.plans
@@ -92,6 +94,8 @@ class ReloadReport:
         lines = [f"policy {self.policy!r} is now version {self.version} (running sandboxes: {self.running})"]
         for p in self.plans:
             where = f"rule book v{self.book_versions[p.sandbox]}" if p.sandbox in self.book_versions else "unchanged"
+            if p.sandbox in self.bpf_switched:
+                where += ", BPF connect rules " + ("swapped" if self.bpf_switched[p.sandbox] else "not attached")
             lines.append(f"  {p.sandbox}: {where}")
             for c in p.changes:
                 lines.append(f"    {c.field:16} {c.disposition:12} {c.why}")
@@ -120,6 +124,7 @@ def plan(sandbox: str, spawned: Policy, current: Policy, new: Policy) -> Sandbox
     changes: list[Change] = []
     changes += _kernel_bounded("fs_read", spawned.fs_read, old.fs_read, new.fs_read)
     changes += _kernel_bounded("fs_write", spawned.fs_write, old.fs_write, new.fs_write)
+    # The host BPF guards' connect rules (when attached) are swapped too: see the report.
     changes += _kernel_bounded(
         "net_connect", spawned.net_connect, old.net_connect, new.net_connect, show=lambda r: f"{r[0]}:{r[1]}"
     )

@@ -1,5 +1,6 @@
 """Policy hot-reload: validated first, old-or-new never a mix, honest about the kernel."""
 
+import errno
 import os
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import test_bpf_guards
 
 from conftest import need
 from pyisolate import policy as policy_mod
@@ -23,10 +25,13 @@ def _policy(name: str, read: list[str], **extra) -> policy_mod.Policy:
     return policy_mod.loads("\n".join(lines), f"<{name}>")
 
 
+driver = test_bpf_guards.driver  # the BPF tests' fixture: a script run as the supervisor
+
+
 @pytest.fixture
 def dirs(tmp_path):
     out = {}
-    for key in ("a", "b"):
+    for key in ("a", "b", "c"):
         d = tmp_path / key
         d.mkdir()
         (d / "f").write_text(key)
@@ -96,15 +101,15 @@ def test_new_only_leaves_running_sandboxes_alone(supervisor, dirs):
 
 
 def test_alternating_reloads_are_never_seen_mixed(supervisor, dirs):
-    """Thousands of A/B reloads while the sandbox checks both paths without pause. A is
-    "only a", B is "only b", published as rule-book versions 2, 3, 4, … (even = A, odd = B).
+    """Thousands of A/B reloads while the sandbox checks paths without pause. A is "a and c",
+    B is "b and c", published as rule-book versions 2, 3, 4, … (even = A, odd = B).
     Every denial names the version it was decided under; a decision that does not match
-    that version's rules, or a check that saw both paths allowed after the first reload,
-    would be a mixed view."""
-    base = _policy("ab", [dirs["a"], dirs["b"]])
-    only_a, only_b = _policy("ab", [dirs["a"]]), _policy("ab", [dirs["b"]])
+    that version's rules, or a refusal of c (allowed by every version), would be a mixed
+    or half-written view."""
+    base = _policy("ab", [dirs["a"], dirs["b"], dirs["c"]])
+    only_a, only_b = _policy("ab", [dirs["a"], dirs["c"]]), _policy("ab", [dirs["b"], dirs["c"]])
     sb = supervisor.spawn("stress", base)
-    fa, fb = dirs["a"] + "/f", dirs["b"] + "/f"
+    fa, fb, fc = dirs["a"] + "/f", dirs["b"] + "/f", dirs["c"] + "/f"
     sb.exec(
         "import io, re\n"
         "def probe(paths, rounds):\n"
@@ -123,7 +128,7 @@ def test_alternating_reloads_are_never_seen_mixed(supervisor, dirs):
     results: list = []
 
     def probe(rounds: int) -> list:
-        sb.exec(f"post(probe([{fa!r}, {fb!r}], {rounds}))")
+        sb.exec(f"post(probe([{fc!r}, {fa!r}, {fb!r}], {rounds}))")
         return sb.recv(timeout=30)
 
     def checker():
@@ -141,6 +146,7 @@ def test_alternating_reloads_are_never_seen_mixed(supervisor, dirs):
     results.extend(probe(5))
 
     denials = [(p, v) for p, verdict, v in results if verdict == "denied"]
+    assert all(p != fc for p, _ in denials), "the path every version allows was refused"
     assert len(denials) > 100, "the checks did not overlap the reloads"
     for path, version in denials:
         assert version >= 2
@@ -226,3 +232,64 @@ def test_pyisolate_policy_reload_command(supervisor, dist, dirs, tmp_path):
     assert out.returncode == 1
     assert "reload refused: invalid policy:" in out.stderr and "memory" in out.stderr
     assert supervisor.policies["cli"][0] == 2
+
+
+def test_bpf_rules_switch_whole_under_alternating_reloads(driver):
+    """The kernel side of a reload: the sandbox thread's connect rules (host BPF guards)
+    switch in one map update, and the old set goes only after an RCU grace period. While
+    reloads alternate A = {.1, .3} and B = {.2, .3} as fast as they go, the guest calls
+    libc's connect() directly (past the Python layer) without pause: .3 is allowed by
+    every version, so a single refusal of it would be a half-written or half-removed set."""
+    from test_bpf_guards import GUEST_LIBC
+
+    out = driver(
+        f"""
+        import threading, time
+        GUEST = {GUEST_LIBC!r}
+        first = listener("127.0.0.1")
+        port = first.getsockname()[1]
+        listeners = [first, listener("127.0.0.2", port), listener("127.0.0.3", port)]
+
+        def drain(s):
+            while True:
+                c, _ = s.accept()
+                c.close()
+
+        for s in listeners:
+            threading.Thread(target=drain, args=(s,), daemon=True).start()
+        hosts = lambda *n: [f"127.0.0.{{i}}:{{port}}" for i in n]
+        with Supervisor(pool=0) as sup:
+            sb = sup.spawn("sb", policy("ab", hosts(1, 2, 3)))
+            a, b = policy("ab", hosts(1, 3)), policy("ab", hosts(2, 3))
+            sb.exec(GUEST)
+            sb.exec('''
+        import time
+        def hammer(port, seconds):
+            seen = {{}}
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for host in ("127.0.0.3", "127.0.0.1", "127.0.0.2"):
+                    key = f"{{host}} {{connect(host, port)}}"
+                    seen[key] = seen.get(key, 0) + 1
+            return seen
+        ''')
+            result = {{}}
+            worker = threading.Thread(target=lambda: result.update(sb.call("__main__.hammer", port, 6.0) or {{}}))
+            sb.exec("import __main__")  # the call below resolves __main__ by import
+            worker.start()
+            reloads = 0
+            while worker.is_alive():
+                report = sup.reload_policy(a if reloads % 2 == 0 else b)
+                assert report.bpf_switched == {{"sb": True}}, report.to_wire()
+                reloads += 1
+            worker.join()
+        print(json.dumps({{"reloads": reloads, "seen": result}}))
+        """,
+        timeout=180,
+    )
+    seen, eperm = out["seen"], errno.EPERM
+    assert out["reloads"] > 500, out
+    assert seen.get(f"127.0.0.3 {eperm}", 0) == 0, f"the rule allowed by every version was refused: {seen}"
+    assert set(seen) <= {f"127.0.0.{i} {e}" for i in (1, 2, 3) for e in (0, eperm)}, seen
+    for host in ("127.0.0.1", "127.0.0.2"):  # each version's own rule was seen both ways
+        assert seen.get(f"{host} 0", 0) > 0 and seen.get(f"{host} {eperm}", 0) > 0, seen
