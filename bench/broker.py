@@ -155,12 +155,25 @@ def main() -> int:
         r = results.Result.of(SUITE, name, f"pyisolate ({level})", unit, values, label=label, **extra)
         out.append(r)
         shown = f"{r.median * 1e9:10.0f} ns" if unit == "s" else f"{r.median / 1e6:10.2f} M/s"
-        print(f"{name:24} {level:6} {shown}   {label}  [target {r.target}]")
+        ratio = f" ({r.ratio:.1f}x the baseline)" if r.ratio else ""
+        print(f"{name:24} {level:6} {shown}{ratio}   {label}  [target {r.target}]")
 
+    # Same-run baselines, timed in C: the machine's speed for the two primitives that dominate.
+    x25519 = results.summary(c_level("x25519", 2000 // q, samples))["median"]
+    aead = results.summary(c_level("aead_64", 200000 // q, samples))["median"]
+    print(f"baselines (C): one X25519 {x25519 * 1e9:.0f} ns, one 64 B AEAD encryption {aead * 1e9:.0f} ns")
+    bases = {"handshake": ("one X25519 (libsodium, same run)", x25519), "seal_open": ("one 64 B AEAD encryption", aead)}
     for hybrid, name in ((False, "handshake"), (True, "handshake_hybrid")):
         kind = "hybrid X25519+X-Wing" if hybrid else "classical X25519"
         target = TARGETS["handshake"] if not hybrid else "(no target)"
-        add(name, "C", c_level(name, 2000 // q if not hybrid else 500 // q, samples), f"IK {kind}", target=target)
+        add(
+            name,
+            "C",
+            c_level(name, 2000 // q if not hybrid else 500 // q, samples),
+            f"IK {kind}",
+            target=target,
+            baseline=bases["handshake"],
+        )
         add(
             name,
             "Python",
@@ -171,7 +184,14 @@ def main() -> int:
     for size in (64, 1024):
         name = f"seal_open_{size}"
         target = TARGETS["seal_open_64"] if size == 64 else "(no target)"
-        add(name, "C", c_level(name, 200000 // q, samples), f"seal + open one {size} B frame", target=target)
+        add(
+            name,
+            "C",
+            c_level(name, 200000 // q, samples),
+            f"seal + open one {size} B frame",
+            target=target,
+            baseline=bases["seal_open"] if size == 64 else None,
+        )
         add(name, "Python", py_seal_open(size, 100000 // q, samples), f"seal + open one {size} B frame", target=target)
     per_frame_c = c_level("seal_64", 500000 // q, samples)
     per_frame_py = py_seal_open(64, 100000 // q, samples, open_too=False)
