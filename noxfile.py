@@ -125,6 +125,7 @@ def bench(session: nox.Session) -> None:
     )
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "scaling.py"), *session.posargs, external=True)
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "reload.py"), *session.posargs, external=True)
+    session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "broker.py"), *session.posargs, external=True)
     session.run("python", str(ROOT / "bench" / "peers" / "run.py"), "--dist", str(DIST), *session.posargs)
     # every suite's part (and runtime.json, interp.json) → results.json, validated, then the report
     session.run("python", str(ROOT / "bench" / "results.py"), "merge")
