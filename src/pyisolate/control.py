@@ -9,8 +9,16 @@ Only the supervisor's owner may use it. Two checks, both by the kernel's word:
     default that skips this; root is not an exception (it can become the owner).
 A refused request is logged to the supervisor's stderr with who asked.
 
-Requests and replies are framing.Channel frames (length-prefixed JSON). The policy
-travels as TOML text and is validated by the supervisor before anything changes.
+The conversation, on one connection:
+  1. the supervisor checks the peer's credentials and sends one PLAIN status frame:
+     {"ok": true}, or {"ok": false, "error": why} and closes (a refused caller learns why;
+     nothing secret has been exchanged);
+  2. the caller runs the broker's Noise IK handshake (docs/broker-protocol.md) as the
+     initiator with the key in `<socket>.key`: a spawn-style secret the supervisor wrote
+     0600 next to the socket, so reading it is a second proof of being the owner; the
+     supervisor accepts only that key's public half;
+  3. one sealed request, one sealed reply (framing.Channel frames, AEAD with counters).
+The policy travels as TOML text and is validated by the supervisor before anything changes.
 """
 
 from __future__ import annotations
@@ -22,11 +30,18 @@ import sys
 import threading
 from pathlib import Path
 
-from . import framing
+from . import broker, framing
 from . import policy as policy_mod
 from .errors import PyIsolateError, ReloadRefused
 
 _UCRED = struct.Struct("3i")
+LABEL = b"admin"  # the handshake's prologue label for control connections
+
+
+def key_path(path: str | Path) -> Path:
+    """Where the control socket's client key lives: next to the socket, 0600."""
+    path = Path(path)
+    return path.with_name(path.name + ".key")
 
 
 def peer(sock: socket.socket) -> tuple[int, int, int]:
@@ -50,6 +65,16 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        # The client's key: written 0600 under a temporary name, then renamed into place.
+        self.identity, secret = supervisor.broker_keys.issue()
+        self.key_path = key_path(self.path)
+        temp = self.key_path.with_name(self.key_path.name + f".{os.getpid()}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, secret.to_bytes())
+        finally:
+            os.close(fd)
+        os.replace(temp, self.key_path)
         self._sock.listen(8)
         self._closed = False
         threading.Thread(target=self._accept, name="pyisolate-control", daemon=True).start()
@@ -64,24 +89,26 @@ class ControlServer:
 
     def _serve(self, conn: socket.socket) -> None:
         channel = framing.Channel(conn)
+        pid = None
         try:
             pid, uid, gid = peer(conn)
-            request = channel.recv()
-            if request is None:
-                return
-            op = request.get("op")
             if uid != self.owner:
-                who = {"pid": pid, "uid": uid, "gid": gid, "op": op}
-                self.refused.append(who)
+                self.refused.append({"pid": pid, "uid": uid, "gid": gid})
                 self.log(
-                    f"pyisolate: control: refused {op!r} from pid {pid} uid {uid} gid {gid}: "
+                    f"pyisolate: control: refused a connection from pid {pid} uid {uid} gid {gid}: "
                     f"only the supervisor's owner (uid {self.owner}) may use this socket"
                 )
                 channel.send({"ok": False, "error": f"refused: uid {uid} is not the supervisor's owner"})
                 return
-            channel.send(self._handle(op, request))
-        except (OSError, PyIsolateError):
-            pass
+            channel.send({"ok": True})
+            channel.seal(broker.respond(conn, LABEL, self.supervisor.broker_keys, self.identity))
+            request = channel.recv()
+            if request is None:
+                return
+            self.log(f"pyisolate: control: {request.get('op')!r} from pid {pid} uid {uid}")
+            channel.send(self._handle(request.get("op"), request))
+        except (OSError, PyIsolateError) as exc:
+            self.log(f"pyisolate: control: connection from pid {pid} ended: {exc}")
         finally:
             channel.close()
 
@@ -105,6 +132,7 @@ class ControlServer:
             pass
         self._sock.close()
         self.path.unlink(missing_ok=True)
+        self.key_path.unlink(missing_ok=True)
 
 
 def serve(supervisor, path: str | Path, log=None) -> ControlServer:
@@ -121,6 +149,14 @@ def request(path: str | Path, message: dict, timeout: float = 60.0) -> dict:
         raise PyIsolateError(f"cannot reach a supervisor at {path}: {exc.strerror}") from None
     channel = framing.Channel(sock)
     try:
+        status = channel.recv()
+        if status is None or not status.get("ok"):
+            raise ReloadRefused(str((status or {}).get("error", "the supervisor closed the connection")))
+        try:
+            secret = broker.SpawnSecret.from_bytes(key_path(path).read_bytes())
+        except OSError as exc:
+            raise PyIsolateError(f"cannot read the control key {key_path(path)}: {exc.strerror}") from None
+        channel.seal(broker.initiate(sock, LABEL, secret))
         channel.send(message)
         reply = channel.recv()
     finally:

@@ -169,6 +169,7 @@ def test_reload_over_the_control_socket_is_for_the_owner_only(supervisor, dirs):
     server = control.serve(supervisor, path, log=logged.append)
     try:
         assert path.stat().st_mode & 0o777 == 0o600
+        assert control.key_path(path).stat().st_mode & 0o777 == 0o600
         new = home / "remote.toml"
         new.write_text(f'[policy]\nname = "remote"\n[filesystem]\nread = ["{dirs["a"]}"]\n[modules]\nallow = ["*"]\n')
         reply = control.reload(path, new)
@@ -202,8 +203,19 @@ def test_reload_over_the_control_socket_is_for_the_owner_only(supervisor, dirs):
             timeout=30,
         )
         assert "ReloadRefused refused: uid 65534 is not the supervisor's owner" in out.stdout, out.stderr
-        assert any("refused 'reload' from pid" in line and "uid 65534" in line for line in logged)
+        assert any("refused a connection from pid" in line and "uid 65534" in line for line in logged)
         assert supervisor.policies["remote"][0] == 2  # unchanged by the refused request
+
+        # The owner with the wrong key: the sealed handshake fails, nothing changes.
+        from pyisolate import broker
+
+        key = control.key_path(path)
+        good_key = key.read_bytes()
+        key.write_bytes(broker.SupervisorKeys().issue()[1].to_bytes())
+        with pytest.raises(broker.HandshakeError):
+            control.reload(path, wider)
+        key.write_bytes(good_key)
+        assert supervisor.policies["remote"][0] == 2
     finally:
         server.close()
         shutil.rmtree(home)
