@@ -3,13 +3,15 @@ one plain python3.14t process per sandbox.
 
     out/dist/current/bin/python3 bench/scaling.py [--quick] [--counts 1,10,100,1000]
 
-For each count N, in a fresh supervisor: spawn N sandboxes one after another (cold, no
-pool), then with all N alive and idle, the memory of every cell (RSS and PSS summed),
-then 1 kB round trips: one caller cycling over all N sandboxes (p50, p99), and up to 8
-callers at once on disjoint sandboxes ("under load": p50, p99 and calls per second). The
-same N as plain `python3.14t -I -S` echo processes (the process-per-sandbox model) give the
-baselines for spawn and memory. A count whose memory estimate (from the previous count)
-exceeds half of MemAvailable is skipped with that reason. Output: out/bench/parts/scaling.json.
+For each count N, in a fresh supervisor: spawn N sandboxes (the default policy,
+stdlib-readonly) one after another (cold, no pool); then, with all N alive and idle, the
+memory of every cell (RSS and PSS summed); then 1 kB round trips: one caller cycling over
+all N sandboxes (p50, p99), and up to 8 callers at once on disjoint sandboxes ("under
+load": p50, p99 and calls per second). The same N as plain `python3.14t -I -S` echo
+processes (the process-per-sandbox model) give the baselines for spawn and memory. A count
+whose memory estimate (from the previous count) exceeds 60 % of MemAvailable is skipped
+with that reason, and so is a count that cannot be reached (with the error), and every
+larger one. Output: out/bench/parts/scaling.json.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(HERE))
 import results  # noqa: E402
 
 SUITE = "scaling"
+POLICY = "stdlib-readonly"  # Supervisor.spawn's default
 PAYLOAD = "x" * 1024
 ECHO = "import sys\nfor line in sys.stdin:\n    sys.stdout.write(line)\n    sys.stdout.flush()\n"
 
@@ -104,7 +107,7 @@ def pyisolate_step(n: int, rt_calls: int) -> dict:
         for i in range(n):
             t0 = time.perf_counter()
             try:
-                sandboxes.append(sup.spawn(f"s{i}", "compute-only", timeout=60))
+                sandboxes.append(sup.spawn(f"s{i}", POLICY, timeout=60))
             except iso.PyIsolateError as exc:
                 raise StepFailed(f"sandbox {i + 1} of {n} failed: {type(exc).__name__}: {exc}") from exc
             spawn.append(time.perf_counter() - t0)

@@ -2,9 +2,9 @@
 
     out/dist/current/bin/python3 bench/peers/pyisolate_probe.py WORKLOAD.py N_SPAWN N_EXTRA
 
-First measures, in one running supervisor, `print(1+1)` as untrusted code in a sandbox
-spawned cold (a new interpreter in a running cell) and from the warm pool, and the RSS a
-cell gains per extra idle sandbox. Then prints `ready {json}` and serves the line
+First measures, in running supervisors (BATCH sandboxes each), `print(1+1)` as untrusted
+code in a sandbox spawned cold (a new interpreter in a running cell) and from the warm
+pool, and the RSS a cell gains per extra idle sandbox. Then prints `ready {json}` and serves the line
 protocol of bench/peers/workload.py with one sandbox: "E…" goes through
 `Sandbox.call("builtins.str", …)`, "R<n>" times n such 1 kB calls here (the supervisor is
 the caller, as an application would be: one hop, like the pipe to the other peers), and
@@ -24,6 +24,7 @@ import pyisolate as iso
 
 PRINT = "print(1+1)"
 KEEP: list = []
+BATCH = 8
 
 
 def rss_kib(pid: int) -> int:
@@ -43,32 +44,47 @@ def spawn_and_print(sup: iso.Supervisor, name: str | None, warm: bool) -> float 
     return took if sb.spawn_info["warm"] == warm else None
 
 
+def spawns(n: int, warm: bool, info: dict) -> list[float]:
+    """n samples, BATCH sandboxes per supervisor (a cell each): the sandboxes stay alive
+    until their batch ends, so no teardown overlaps a measured spawn."""
+    samples: list[float] = []
+    try:
+        while len(samples) < n:
+            with iso.Supervisor(pool=2 if warm else 0, stdout=subprocess.DEVNULL) as sup:
+                sup.spawn("prime", "compute-only").close()  # the cell exists; the sandbox is measured
+                kept, deadline = 0, time.monotonic() + 60
+                while kept < BATCH and len(samples) < n and time.monotonic() < deadline:
+                    if warm:
+                        time.sleep(0.05)  # the pool refills in the background
+                    took = spawn_and_print(sup, None, warm)
+                    kept += 1
+                    if took is not None:
+                        samples.append(took)
+    except iso.PyIsolateError as exc:  # reported with the samples taken so far
+        kind = "warm" if warm else "cold"
+        info["spawn_error"] = f"{kind} spawn {len(samples) + 1} of {n}: {type(exc).__name__}: {exc}"
+    return samples
+
+
 def main() -> int:
     workload, n_spawn, n_extra = Path(sys.argv[1]).read_text(), int(sys.argv[2]), int(sys.argv[3])
     info: dict = {}
-    with iso.Supervisor(pool=0, stdout=subprocess.DEVNULL) as sup:
-        sup.spawn("prime", "compute-only").close()  # the cell exists; the sandbox is measured
-        info["spawn_cold"] = [spawn_and_print(sup, f"cold{i}", warm=False) for i in range(n_spawn)]
-    with iso.Supervisor(pool=2, stdout=subprocess.DEVNULL) as sup:
-        sup.spawn("prime", "compute-only").close()
-        warm: list[float] = []
-        deadline = time.monotonic() + 60 + n_spawn
-        while len(warm) < n_spawn and time.monotonic() < deadline:
-            took = spawn_and_print(sup, None, warm=True)
-            if took is None:
-                time.sleep(0.05)  # the pool refills in the background
-            else:
-                warm.append(took)
-                time.sleep(0.02)
-        info["spawn_warm"] = warm
+    info["spawn_cold"] = spawns(n_spawn, warm=False, info=info)
+    info["spawn_warm"] = spawns(n_spawn, warm=True, info=info)
     with iso.Supervisor(pool=0, stdout=subprocess.DEVNULL) as sup:
         sb = sup.spawn("server", "compute-only")
         sb.exec(workload.split("\nif __name__")[0])
         time.sleep(0.3)
         before = rss_kib(sb.cell.pid)
-        extra = [sup.spawn(f"idle{i}", "compute-only") for i in range(n_extra)]
+        extra = []
+        try:
+            for i in range(n_extra):
+                extra.append(sup.spawn(f"idle{i}", "compute-only"))
+        except iso.PyIsolateError as exc:
+            info["spawn_error"] = f"idle sandbox {len(extra) + 1} of {n_extra}: {type(exc).__name__}: {exc}"
         time.sleep(0.3)
-        info["rss_per_sandbox_kib"] = (rss_kib(sb.cell.pid) - before) / max(1, n_extra)
+        info["rss_per_sandbox_kib"] = (rss_kib(sb.cell.pid) - before) / max(1, len(extra))
+        info["idle_sandboxes"] = len(extra)
         for other in extra:
             other.close()
         info["cell_pid"] = sb.cell.pid
