@@ -534,7 +534,7 @@ class Supervisor:
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.max_per_cell = max_sandboxes_per_cell
         # Every channel is sealed; hybrid adds X-Wing to each handshake (docs/broker-protocol.md).
-        self.broker_keys = broker.SupervisorKeys(hybrid=broker_hybrid)
+        self.broker_keys = broker.SupervisorKeys(hybrid=broker_hybrid, python=self.python)
         self.cells: list[Cell] = []
         self.lock = threading.Lock()
         self.cell_env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME")}
