@@ -52,11 +52,18 @@ class DecryptError(ProtocolError):
 _backend = None
 
 
-def backend():
+def backend(python: str | None = None):
     """The C core: the `_pyisolate` extension where it loads, else `_broker_ctypes`
-    ($PYISOLATE_BROKER_BACKEND=ctypes forces the latter)."""
+    ($PYISOLATE_BROKER_BACKEND=ctypes forces the latter), which loads the library of the
+    distribution whose interpreter is `python` (else $PYISOLATE_PYTHON's)."""
     global _backend
     if _backend is None:
+        if python and "PYISOLATE_PYTHON" not in os.environ and "PYISOLATE_BROKER_LIB" not in os.environ:
+            from pathlib import Path
+
+            found = sorted(Path(python).resolve().parents[1].glob("lib/python3*/site-packages/pyisolate/lib*broker.so"))
+            if found:
+                os.environ["PYISOLATE_BROKER_LIB"] = str(found[0])
         if os.environ.get("PYISOLATE_BROKER_BACKEND") != "ctypes":
             try:
                 import _pyisolate
@@ -119,8 +126,8 @@ class SupervisorKeys:
     """The supervisor's static X25519 key (and X-Wing key pair when `hybrid`), made at start
     and kept only in memory."""
 
-    def __init__(self, hybrid: bool = False):
-        self._private, self.public = backend().x25519_keypair()
+    def __init__(self, hybrid: bool = False, python: str | None = None):
+        self._private, self.public = backend(python).x25519_keypair()
         self.kem_public, self._kem_secret = backend().xwing_keypair() if hybrid else (None, None)
 
     @property
