@@ -47,6 +47,17 @@ NOT_YET = {
 }
 
 
+def _uids(pid: int) -> tuple[int, ...]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return tuple(int(v) for v in line.split()[1:])
+    except OSError:
+        pass
+    return ()
+
+
 def attach(cell) -> GuardReport:
     """Check and report the guards of `cell` (its pid is `cell.pid`, its hello `cell.hello`)."""
     prep = (getattr(cell, "hello", None) or {}).get("guards") or {}
@@ -112,6 +123,15 @@ def attach(cell) -> GuardReport:
     else:
         missing += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"
+    # Who the cell runs as, in the kernel's words (all four of real/effective/saved/fs uid).
+    uids = _uids(cell.pid)
+    note = getattr(getattr(cell, "user", None), "note", "")
+    if uids and 0 not in uids:
+        attached.append("unprivileged-uid")
+        details["unprivileged-uid"] = f"{note} (kernel: Uid {' '.join(map(str, uids))})"
+    else:
+        missing.append("unprivileged-uid")
+        details["unprivileged-uid"] = f"{note or 'the cell runs as root'} (kernel: Uid {' '.join(map(str, uids))})"
     complete = {"no-new-privs", "seccomp-base", "landlock", "seccomp"} <= set(attached)
     mode = "landlock" if complete else "none"
     return GuardReport(mode, tuple(attached), tuple(missing), MappingProxyType(details))

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from . import bpf, broker, framing, guards, quotas, reload
+from . import bpf, broker, celluser, framing, guards, quotas, reload
 from . import policy as policy_mod
 from .errors import (
     CellCrashed,
@@ -114,6 +114,8 @@ class Cell:
         # The sealed broker: this cell's identity, handed over in a pipe (docs/broker-protocol.md §2).
         self.identity, secret = supervisor.broker_keys.issue()
         secret_r = broker.hand_over(secret)
+        self.user = celluser.choose(supervisor.cell_user, supervisor.python)
+        switch = {} if self.user.uid is None else {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
         self.proc = subprocess.Popen(
             [supervisor.python, "-I", "-B", "-m", "pyisolate.cell", str(theirs.fileno())],
             pass_fds=[theirs.fileno(), secret_r, self.quota.fault_w],
@@ -121,6 +123,7 @@ class Cell:
             stdin=supervisor.stdin,
             stdout=supervisor.stdout,
             stderr=supervisor.stderr,
+            **switch,
         )
         theirs.close()
         os.close(secret_r)
@@ -527,12 +530,14 @@ class Supervisor:
         stdout=None,
         stderr=None,
         max_sandboxes_per_cell: int = 64,
+        cell_user: str | int = "auto",
         broker_hybrid: bool = False,
     ):
         self.python = python or default_python()
         self.pool = pool
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.max_per_cell = max_sandboxes_per_cell
+        self.cell_user = cell_user  # who cells run as (celluser.py): an unprivileged uid, not root
         # Every channel is sealed; hybrid adds X-Wing to each handshake (docs/broker-protocol.md).
         self.broker_keys = broker.SupervisorKeys(hybrid=broker_hybrid, python=self.python)
         self.cells: list[Cell] = []
@@ -594,6 +599,8 @@ class Supervisor:
         if name in cell.sandboxes:
             raise ValueError(f"a sandbox named {name!r} already exists in {cell.name}")
         tmpdir = _mkdtemp(name) if any("{tmp}" in p for p in pol.fs_read + pol.fs_write) else None
+        if tmpdir and cell.user.uid is not None:
+            os.chown(tmpdir, cell.user.uid, cell.user.gid)  # the sandbox's own, under its cell's uid
         values = {"stdlib": cell.hello["stdlib"], "cwd": os.getcwd()}
         if tmpdir:
             values["tmp"] = tmpdir
