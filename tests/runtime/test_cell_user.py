@@ -121,3 +121,28 @@ def test_cell_user_setting_is_checked():
         celluser.choose("nobody-in-particular", "/usr/bin/python3")
     with pytest.raises(ValueError, match="is not a uid"):
         celluser.choose(-5, "/usr/bin/python3")
+
+
+def test_a_cell_inherits_only_the_descriptors_passed_on_purpose(supervisor, tmp_path):
+    """An inheritable descriptor the supervisor's process happens to hold (a file here)
+    does not reach the cell: only stdio and what the supervisor passes on purpose."""
+    leak = tmp_path / "supervisor-private"
+    leak.write_text("not for cells")
+    fd = os.open(leak, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        sb = supervisor.spawn("fds", "stdlib-readonly")
+        targets = {}
+        for entry in os.listdir(f"/proc/{sb.cell.pid}/fd"):
+            try:
+                targets[int(entry)] = os.readlink(f"/proc/{sb.cell.pid}/fd/{entry}")
+            except FileNotFoundError:
+                pass  # closed while we looked
+        assert str(leak) not in targets.values(), targets
+        kinds = {t.split(":", 1)[0] if ":" in t else "file" for n, t in targets.items() if n > 2}
+        # sockets (control, sandboxes), pipes (fault report, heartbeat), the rule books
+        # (memfd, until the guest maps and closes it), anonymous inodes (epoll, pidfd)
+        assert kinds <= {"socket", "pipe", "anon_inode", "/memfd", "file"}, targets
+        assert not [t for n, t in targets.items() if n > 2 and t.startswith("/") and not t.startswith("/memfd")]
+    finally:
+        os.close(fd)
