@@ -55,6 +55,16 @@ struct {
 	__type(value, struct pyi_mark);
 } pending SEC(".maps");
 
+/* policy id -> its current rule set, as in guard.bpf.c: path and connect rules are keyed
+ * by the set, so a policy's rules are replaced in one update of this map (readers see the
+ * old set or the new one, never a mix). A policy without an entry has no rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} rule_sets SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -158,7 +168,12 @@ static __always_inline bool fs_allowed(__u32 policy, struct dentry *d, struct vf
 {
 	struct mount *mnt = 0;
 	struct dentry *root = 0;
-	struct pyi_fs_key key = { .policy = policy };
+	struct pyi_fs_key key = {};
+	__u32 *set = bpf_map_lookup_elem(&rule_sets, &policy);
+
+	if (!set)
+		return false;
+	key.policy = *set;
 
 	if (vfs) {
 		mnt = (void *)vfs - bpf_core_field_offset(struct mount, mnt);
@@ -275,6 +290,7 @@ static __always_inline int net_check(struct pyi_mark *mark, __u8 source, struct 
 	struct pyi_rule_key key = {};
 	__u8 addr[16] = {};
 	__u16 family = 0, port = 0;
+	__u32 *set;
 
 	if (!mark || !(mark->flags & PYI_MARK_NET))
 		return 0;
@@ -302,7 +318,12 @@ static __always_inline int net_check(struct pyi_mark *mark, __u8 source, struct 
 		report(mark, source, PYI_HOOK_LSM_CONNECT, 0, family, 0, addr);
 		return -EPERM; /* AF_UNIX, AF_NETLINK, short addresses, ...: no rule reaches them */
 	}
-	key.policy = mark->policy;
+	set = bpf_map_lookup_elem(&rule_sets, &mark->policy);
+	if (!set) {
+		report(mark, source, PYI_HOOK_LSM_CONNECT, 0, family, port, addr);
+		return -EPERM;
+	}
+	key.policy = *set;
 	key.family = family;
 	key.port = port;
 	__builtin_memcpy(key.addr, addr, sizeof(addr));

@@ -35,7 +35,7 @@
  * file up through its parents, crossing mount points (file_open) or stopping at the
  * filesystem root (inode_unlink: the hook gets no mount), at most PYI_FS_DEPTH steps. */
 struct pyi_fs_key {
-	__u32 policy;
+	__u32 policy; /* the rule set: rule_sets[mark.policy], as for pyi_rule_key */
 	__u32 dev; /* user-space encoding: stat(2)'s st_dev */
 	__u64 ino;
 };

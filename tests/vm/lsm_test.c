@@ -47,6 +47,8 @@
 #define PIDFD_THREAD O_EXCL /* include/uapi/linux/pidfd.h, kernel >= 6.9 */
 
 static struct lsm_bpf *skel;
+static void die(const char *what);
+static void use_rule_set(__u32 policy, __u32 set);
 static int passed, failed;
 static int port_allowed, port_denied, port6_allowed, port6_denied;
 #define UNIX_PATH "/tmp/vmtest.sock"
@@ -402,6 +404,22 @@ static void check_thread(const struct check *c)
 	       err_name(thr_res), err_name(sibling), r ? ", mark never taken" : "");
 }
 
+/* A policy's rules replaced in one update (a policy reload): on the empty set the file the
+ * old set allowed is refused, on the old set again it opens. */
+#define EMPTY_SET 70
+
+static void check_rule_set_swap(const struct check *c)
+{
+	int on_empty, back;
+
+	use_rule_set(POLICY, EMPTY_SET);
+	on_empty = run_child(T_TASK, PYI_MARK_FS, OP_READ, "/srv/allowed/file", 0);
+	use_rule_set(POLICY, POLICY);
+	back = run_child(T_TASK, PYI_MARK_FS, OP_READ, "/srv/allowed/file", 0);
+	result(c, on_empty == EACCES && back == 0, "on an empty rule set: %s; on its own set again: %s",
+	       err_name(on_empty), err_name(back));
+}
+
 /* Every hook reported its refusals, each with the policy and the refused task. */
 static int counts[32][3];
 
@@ -460,6 +478,7 @@ static const struct check checks[] = {
 	OP("file_open.task.net-flag-only.allowed", T_TASK, NET, OP_READ, "/srv/secret/file", 0, 0),
 	/* both marks are checked: the task's policy allows the file, the cgroup's does not */
 	OP("file_open.task-and-cgroup.cgroup-policy.denied", T_BOTH, FS, OP_READ, "/srv/allowed/file", 0, EACCES),
+	{ "file_open.task.rule-set-swap.denied-then-allowed", check_rule_set_swap, 0 },
 	{ "file_open.thread.pending.denied-sibling-allowed", check_thread, 0 },
 	{ "file_open.thread.pidfd-or-pending.denied-sibling-allowed", check_thread, 1 },
 	OP("inode_unlink.task.no-unlink-right.denied", T_TASK, FS, OP_UNLINK, "/srv/ro/victim1", 0, EACCES),
@@ -513,6 +532,13 @@ static void write_file(const char *path)
 
 	if (fd < 0 || write(fd, "x\n", 2) != 2 || close(fd))
 		die(path);
+}
+
+/* Rules are keyed by rule set; policy N starts on set N (rule_sets[N] = N). */
+static void use_rule_set(__u32 policy, __u32 set)
+{
+	if (bpf_map_update_elem(bpf_map__fd(skel->maps.rule_sets), &policy, &set, BPF_ANY))
+		die("rule_sets update");
 }
 
 static void fs_rule_for(__u32 policy, const char *path, __u32 bits)
@@ -605,6 +631,7 @@ static void setup(void)
 		snprintf(p, sizeof(p), "/srv/ro/victim%d", i);
 		write_file(p);
 	}
+	use_rule_set(POLICY, POLICY);
 	fs_rule("/srv/allowed", PYI_FS_READ | PYI_FS_WRITE | PYI_FS_UNLINK);
 	fs_rule("/srv/ro", PYI_FS_READ);
 
@@ -687,6 +714,7 @@ static void run_runtime(void)
 	pid_t pid, cell, tid_b;
 	FILE *from;
 
+	use_rule_set(RT_POLICY, RT_POLICY);
 	fs_rule_for(RT_POLICY, "/dist", PYI_FS_READ);
 	fs_rule_for(RT_POLICY, "/srv/data/public", PYI_FS_READ);
 	if (pipe(in) || pipe(out))
