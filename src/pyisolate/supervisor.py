@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import os
 import queue
 import select
@@ -311,8 +312,11 @@ class Sandbox:
             return True
 
     def _read_frame(self, timeout: float | None) -> dict | None:
-        ready, _, _ = select.select([self._channel.sock], [], [], timeout)
-        if not ready:
+        # poll, not select: select() refuses descriptors above 1023, which a supervisor
+        # reaches at about 1000 sandboxes (one socket each).
+        poller = select.poll()
+        poller.register(self._channel.sock, select.POLLIN)
+        if not poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))):
             return None
         try:
             frame = self._channel.recv()

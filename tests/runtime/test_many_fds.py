@@ -1,0 +1,27 @@
+"""A supervisor whose sandbox sockets are numbered above 1023 (about 1000 sandboxes in
+one process, as bench/scaling.py makes) still waits on them: select() cannot."""
+
+import os
+import resource
+
+import pyisolate as iso
+
+
+def test_sandbox_socket_above_fd_1023(cell_python):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1100:  # the next descriptors come above 1100
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        with iso.Supervisor(python=cell_python, pool=0) as sup:
+            sb = sup.spawn("high-fd", "compute-only")
+            assert sb._channel.sock.fileno() > 1023
+            assert sb.call("builtins.len", "x" * 1024) == 1024
+            sb.exec("post(6 * 7)")
+            assert sb.recv(timeout=30) == 42
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
