@@ -116,7 +116,9 @@ def base_image(results: Results, fresh: bool) -> str:
     else:
         log(f"reusing today's root file system {tar} (--fresh-base makes a new one)")
     tag = f"{BASE_REPO}:{day}"
-    results.timed("import", docker, "import", "--change", 'CMD ["/bin/bash"]', tar, tag)
+    known = subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True).returncode == 0
+    if fresh or not known:  # a new import is a new image, and the builder's layers start over
+        results.timed("import", docker, "import", "--change", 'CMD ["/bin/bash"]', tar, tag)
     manifest = tar.with_name(tar.name + ".manifest").read_text()
     results.data["base"] = {
         "tag": tag,

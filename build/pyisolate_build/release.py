@@ -2,10 +2,13 @@
 signature bundles and an SLSA v1 provenance attestation.
 
 The tarball is a function of the tree's contents and SOURCE_DATE_EPOCH only: entries
-sorted, numeric owner 0, normalised modes, mtimes clamped to the epoch, GNU format (no
+sorted, numeric owner 0, normalised modes, every mtime set to the epoch, GNU format (no
 pax atime/ctime records), hard links recorded against the first path in sort order, and
-one fixed xz configuration. Timestamp-based .pyc headers are rewritten to the clamped
-source mtime, so they stay valid after extraction (and do not carry build times).
+one fixed xz configuration. Timestamp-based .pyc headers are rewritten to the epoch too,
+so they stay valid after extraction (and do not carry build times).
+
+Set, not clamped: a prefix reused from the build cache may predate the commit (the cache
+is keyed by inputs, not commits), and clamping would keep its build times.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def source_date_epoch(repo_root: Path) -> int:
 
 
 def _normalised_pyc(data: bytes, source_mtime: int) -> bytes:
-    """A timestamp .pyc (flags 0) records its source's mtime: make it the clamped one."""
+    """A timestamp .pyc (flags 0) records its source's mtime: make it the one packed."""
     if len(data) >= 16 and int.from_bytes(data[4:8], "little") == 0:
         return data[:8] + (source_mtime & 0xFFFFFFFF).to_bytes(4, "little") + data[12:]
     return data
@@ -106,19 +109,17 @@ def pack(prefix: Path, out: Path, top: str, epoch: int, extra: dict[str, Path] |
                 tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, epoch))
                 continue
             st = path.lstat()
-            # A checkout's file times depend on when it was cloned: extras get the epoch.
-            mtime = epoch if rel in extra else min(int(st.st_mtime), epoch)
             if stat.S_ISLNK(st.st_mode):
-                info = _info(name, tarfile.SYMTYPE, 0o777, mtime)
+                info = _info(name, tarfile.SYMTYPE, 0o777, epoch)
                 info.linkname = os.readlink(path)
                 tar.addfile(info)
             elif stat.S_ISDIR(st.st_mode):
-                tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, mtime))
+                tar.addfile(_info(name, tarfile.DIRTYPE, 0o755, epoch))
             elif stat.S_ISREG(st.st_mode):
                 mode = 0o755 if st.st_mode & 0o111 else 0o644
                 key = (st.st_dev, st.st_ino)
                 if st.st_nlink > 1 and key in first_of_inode:
-                    info = _info(name, tarfile.LNKTYPE, mode, mtime)
+                    info = _info(name, tarfile.LNKTYPE, mode, epoch)
                     info.linkname = first_of_inode[key]
                     tar.addfile(info)
                     continue
@@ -127,8 +128,8 @@ def pack(prefix: Path, out: Path, top: str, epoch: int, extra: dict[str, Path] |
                 if rel.endswith(".pyc") and "/__pycache__/" in f"/{rel}":
                     source = path.parent.parent / (path.name.split(".", 1)[0] + ".py")
                     if source.exists():
-                        data = _normalised_pyc(data, min(int(source.stat().st_mtime), epoch))
-                info = _info(name, tarfile.REGTYPE, mode, mtime)
+                        data = _normalised_pyc(data, epoch)
+                info = _info(name, tarfile.REGTYPE, mode, epoch)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
             else:

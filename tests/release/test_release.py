@@ -58,6 +58,17 @@ def test_pack_is_deterministic_across_paths_times_and_modes(tmp_path):
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_pack_ignores_file_times_before_the_epoch(tmp_path):
+    """A prefix reused from the build cache can be older than the commit: its times must
+    not reach the tarball (clamping alone would keep them)."""
+    a = make_tree(tmp_path / "a")
+    first = release.pack(a, tmp_path / "one.tar.xz", "top", EPOCH)
+    for path in (a / "bin" / "tool", a / "lib" / "pkg" / "mod.py", a / "lib" / "pkg" / "__pycache__"):
+        os.utime(path, (EPOCH - 86400, EPOCH - 86400))
+    second = release.pack(a, tmp_path / "two.tar.xz", "top", EPOCH)
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_pack_normalises_members(tmp_path):
     tree = make_tree(tmp_path / "t")
     tarball = release.pack(tree, tmp_path / "t.tar.xz", "top", EPOCH)
@@ -70,7 +81,7 @@ def test_pack_normalises_members(tmp_path):
         by_name = {m.name: m for m in members}
         for m in members:
             assert (m.uid, m.gid, m.uname, m.gname) == (0, 0, "", "")
-            assert m.mtime <= EPOCH
+            assert m.mtime == EPOCH
         assert by_name["top/bin/tool"].mode == 0o755
         assert by_name["top/lib/pkg/mod.py"].mode == 0o644
         assert by_name["top/bin/alias"].issym() and by_name["top/bin/alias"].linkname == "tool"
