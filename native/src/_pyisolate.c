@@ -5,6 +5,7 @@
  * side for probes. It refuses to load in sub-interpreters: guest code never gets it.
  * It keeps no state and never needs the GIL for anything but building results. */
 #include "_pyisolate.h"
+#include "bpf_lsm.h"
 
 PyDoc_STRVAR(module_doc,
              "PyIsolate's kernel guards (Landlock, seccomp). Used by the cell, never by guest code.");
@@ -31,6 +32,7 @@ static PyMethodDef methods[] = {
      "seccomp_describe(which, *, network=False, truncate_path=True, ffi=False) -> str\n\n"
      "libseccomp's pseudo filter code of the 'thread' allow-list or the 'cell' base filter."},
     PYI_BPF_GUARD_METHODS,
+    PYI_BPF_LSM_METHODS,
     PYI_CRASH_GUARD_METHODS,
     {NULL, NULL, 0, NULL},
 };

@@ -12,12 +12,14 @@ here holds before any guest code runs. What a cell gets, and where it comes from
   host BPF guards                     the supervisor, loaded once per process at its first
   (cgroup-bpf, exec-kill)             cell (pyisolate.bpf); each sandbox's thread is marked
                                       after its create reply, before the caller gets it
-  BPF-LSM programs, cgroups           not on this path yet: LSM program loads need a kernel
-                                      that permits them (bpf/lsm.bpf.c, tested in a VM)
+  BPF-LSM programs                    the supervisor, loaded once per process at its first
+                                      cell where the kernel runs them (pyisolate.lsm); each
+                                      sandbox's thread is marked next to the host BPF mark
 
 `attach` checks the cell's preparation against what the kernel says about the cell
 (/proc/PID/status: seccomp mode 2, no_new_privs) and reports the mode:
-  "full"      BPF-LSM + the above (not reachable on a kernel that refuses LSM programs)
+  "full"      BPF-LSM (lsm.bpf.o loaded and attached) + everything "landlock" needs; only
+              where the kernel loads LSM programs and runs the bpf LSM (proven in the VM test)
   "landlock"  seccomp + Landlock + rlimits (+ the host BPF guards where they load, which
               do not change the mode): the design's reduced-guarantees fallback
   "none"      the cell could not prepare its guards; sandboxes are refused unless their
@@ -29,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from . import bpf, kernel
+from . import bpf, kernel, lsm
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,6 @@ class GuardReport:
     missing: tuple[str, ...] = ("seccomp", "landlock", "bpf-lsm", "cgroup")
     # mechanism -> what it does for this cell, or why it is missing
     details: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
-
-
-NOT_YET = {
-    "bpf-lsm": "BPF-LSM programs are not attached by the runtime on this path (they need a kernel that "
-    "permits LSM program loads and runs the bpf LSM; `pyisolate doctor` probes it)",
-}
 
 
 def _uids(pid: int) -> tuple[int, ...]:
@@ -63,8 +59,8 @@ def attach(cell) -> GuardReport:
     prep = (getattr(cell, "hello", None) or {}).get("guards") or {}
     status = kernel.task_status(pid=cell.pid)
     attached: list[str] = []
-    details: dict[str, str] = dict(NOT_YET)
-    missing = ["bpf-lsm"]
+    details: dict[str, str] = {}
+    missing: list[str] = []
     # The cell's cgroup (pyisolate.cgroups, placed by the supervisor before this): attached
     # only where the kernel took every limit and lists the cell in the group.
     quota = getattr(cell, "quota", None)
@@ -123,6 +119,22 @@ def attach(cell) -> GuardReport:
     else:
         missing += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"
+    # BPF-LSM (lsm.py): loaded here at the first cell, where the kernel runs it.
+    try:
+        lsm_guard = lsm.shared()
+    except bpf.BpfIntegrityError:
+        cell.kill()
+        raise
+    if lsm_guard is not None:
+        attached.append("bpf-lsm")
+        details["bpf-lsm"] = (
+            "lsm/file_open, inode_unlink, socket_connect, bprm_check_security, ptrace_access_check, bpf, task_alloc: "
+            "each sandbox thread (and what it creates) opens and unlinks only beneath its policy's paths (EACCES), "
+            "connects only per its rules, never execs, ptraces or calls bpf() (EPERM)"
+        )
+    else:
+        missing.append("bpf-lsm")
+        details["bpf-lsm"] = f"BPF-LSM programs not loaded: {lsm.unavailable()}"
     # Who the cell runs as, in the kernel's words (all four of real/effective/saved/fs uid).
     uids = _uids(cell.pid)
     note = getattr(getattr(cell, "user", None), "note", "")
@@ -133,5 +145,5 @@ def attach(cell) -> GuardReport:
         missing.append("unprivileged-uid")
         details["unprivileged-uid"] = f"{note or 'the cell runs as root'} (kernel: Uid {' '.join(map(str, uids))})"
     complete = {"no-new-privs", "seccomp-base", "landlock", "seccomp"} <= set(attached)
-    mode = "landlock" if complete else "none"
+    mode = ("full" if lsm_guard is not None else "landlock") if complete else "none"
     return GuardReport(mode, tuple(attached), tuple(missing), MappingProxyType(details))

@@ -73,6 +73,7 @@ class ReloadReport:
     book_versions: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # sandbox -> why it kept its policy
     bpf_switched: dict[str, bool] = field(default_factory=dict)  # sandbox -> its BPF connect rules swapped
+    lsm_switched: dict[str, bool] = field(default_factory=dict)  # sandbox -> its BPF-LSM rules swapped (mode full)
 
     def to_wire(self) -> dict:
         return {
@@ -83,6 +84,7 @@ class ReloadReport:
                 p.sandbox: {
                     "book_version": self.book_versions.get(p.sandbox),
                     "bpf_switched": self.bpf_switched.get(p.sandbox),
+                    "lsm_switched": self.lsm_switched.get(p.sandbox),
                     "changes": [{"field": c.field, "disposition": c.disposition, "why": c.why} for c in p.changes],
                 }
                 for p in self.plans
@@ -96,6 +98,8 @@ class ReloadReport:
             where = f"rule book v{self.book_versions[p.sandbox]}" if p.sandbox in self.book_versions else "unchanged"
             if p.sandbox in self.bpf_switched:
                 where += ", BPF connect rules " + ("swapped" if self.bpf_switched[p.sandbox] else "not attached")
+            if self.lsm_switched.get(p.sandbox):
+                where += ", BPF-LSM path and connect rules swapped"
             lines.append(f"  {p.sandbox}: {where}")
             for c in p.changes:
                 lines.append(f"    {c.field:16} {c.disposition:12} {c.why}")

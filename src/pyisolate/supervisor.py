@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from types import MappingProxyType
 
-from . import bpf, broker, celluser, framing, guards, quotas, reload
+from . import bpf, broker, celluser, framing, guards, lsm, quotas, reload
 from . import policy as policy_mod
 from .errors import (
     CellCrashed,
@@ -466,14 +466,17 @@ class Sandbox:
         self._channel.close()
         self.cell.sandboxes.pop(self.name, None)
         bpf.unmark_sandbox(self.guards.get("bpf") or {})
+        lsm.unmark_sandbox(self.guards.get("lsm") or {})
         if self._tmpdir:
             _rmtree(self._tmpdir)
         if self._owner is not None:
             self._owner.close()
 
     def guard_events(self) -> list[dict]:
-        """Denials the host BPF guards reported for this sandbox's threads (newest last)."""
-        return bpf.events_of([(self.guards.get("bpf") or {}).get("policy", 0)])
+        """Denials the host BPF guards reported for this sandbox's threads (newest last),
+        then those of the BPF-LSM programs (mode "full": hooks file_open, socket_connect, ...)."""
+        lsm_events = lsm.events_of([(self.guards.get("lsm") or {}).get("policy", 0)])
+        return bpf.events_of([(self.guards.get("bpf") or {}).get("policy", 0)]) + lsm_events
 
     def __enter__(self) -> Sandbox:
         return self
@@ -632,6 +635,8 @@ class Supervisor:
             # Host BPF guards (bpf.py): its thread is marked before the caller gets the sandbox.
             sandbox.guards["bpf"] = bpf.mark_sandbox(sandbox.spawn_info.get("tid"), resolved.net_connect)
             self.bpf_policies.add(sandbox.guards["bpf"].get("policy", 0))
+            # BPF-LSM (lsm.py, mode "full"): its rules from the resolved policy, its thread marked.
+            sandbox.guards["lsm"] = lsm.mark_sandbox(sandbox.spawn_info.get("tid"), resolved, values["stdlib"])
             if sandbox.guards.get("reduced"):
                 print(
                     f"pyisolate: WARNING: sandbox {name} runs with REDUCED GUARANTEES (its policy accepts them): "
@@ -713,6 +718,10 @@ class Supervisor:
                 if set(kept.net_connect) != set(plan_net_before[sb.name]):
                     marks = sb.guards.get("bpf") or {}
                     report.bpf_switched[sb.name] = bpf.replace_sandbox_rules(marks, kept.net_connect)
+                # The BPF-LSM path and connect rules (mode "full"), in one map update.
+                lsm_marks = sb.guards.get("lsm") or {}
+                if lsm_marks.get("attached"):
+                    report.lsm_switched[sb.name] = lsm.replace_sandbox_rules(lsm_marks, kept, sb.values["stdlib"])
             return report
 
     def watchdog(self) -> quotas.Watchdog:
