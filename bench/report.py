@@ -75,7 +75,8 @@ def busy_note(doc: dict) -> str:
     load, cpus = host.get("loadavg_1min"), host.get("cpus") or 1
     lines = []
     if doc["quick"]:
-        lines.append("**Quick (smoke) run: few samples; the figures only show that the harness works.**")
+        which = ", ".join(doc.get("quick_suites") or doc["suites"])
+        lines.append(f"**Quick (smoke) run of {which}: few samples; those figures only show that the harness works.**")
     if load is not None and load > 0.3 * cpus:
         lines.append(
             f"**The machine was busy (1-minute load {load:.1f} on {cpus} CPUs when the results were merged): "

@@ -265,7 +265,7 @@ def merge(out: Path = OUT / "results.json", parts: Path = PARTS) -> Path:
     skipped: list[dict] = []
     suites: list[str] = []
     commands: list[str] = []
-    quick = False
+    quick_suites: list[str] = []
     for part in sorted(parts.glob("*.json")) if parts.is_dir() else []:
         doc = json.loads(part.read_text())
         if doc.get("schema") != SCHEMA:
@@ -274,7 +274,7 @@ def merge(out: Path = OUT / "results.json", parts: Path = PARTS) -> Path:
         skipped += doc["skipped"]
         suites += doc["suites"]
         commands.append(doc["command"])
-        quick |= doc["quick"]
+        quick_suites += doc["suites"] if doc["quick"] else []
     for filename, convert in LEGACY.items():
         suite = filename.removesuffix(".json")
         legacy = out.parent / filename
@@ -282,10 +282,12 @@ def merge(out: Path = OUT / "results.json", parts: Path = PARTS) -> Path:
             doc = json.loads(legacy.read_text())
             results += convert(doc)
             suites.append(suite)
-            quick |= bool(doc.get("quick"))
+            quick_suites += [suite] if doc.get("quick") else []
     if not suites:
         raise FileNotFoundError(f"no results to merge in {parts} or {out.parent}")
-    return write_atomic(out, document(results, skipped, quick=quick, command=" ; ".join(commands), suites=suites))
+    doc = document(results, skipped, quick=bool(quick_suites), command=" ; ".join(commands), suites=suites)
+    doc["quick_suites"] = quick_suites
+    return write_atomic(out, doc)
 
 
 def check(path: Path) -> dict:
