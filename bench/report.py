@@ -274,8 +274,26 @@ def plot_scaling(rows: list[dict], path: Path) -> Path | None:
     return path
 
 
-def readme_block(doc: dict, peers: list[dict]) -> str:
+def scaling_sentence(rows: list[dict]) -> str:
+    """One line for the README: the largest count measured."""
+    top = max((int(r["params"]["sandboxes"]) for r in rows), default=0)
+    at = {r["name"]: r for r in rows if int(r["params"]["sandboxes"]) == top and r["subject"] == "pyisolate"}
+    need = ("spawn", "pss.per_sandbox", "rt.1k.load.p50", "rt.1k.load.p99", "rt.1k.load.rate")
+    if not top or any(k not in at for k in need):
+        return ""
+    pss = at["pss.per_sandbox"]
+    return (
+        f"At {top:,} idle sandboxes ({at['spawn']['params'].get('cells')} cells): one more spawns in "
+        f"{fmt(at['spawn']['median'], 's')} (p50), each costs {fmt(pss['median'], 'KiB')} PSS "
+        f"(a python3.14t process per sandbox: {fmt(pss['baseline_median'], 'KiB')}), and 1 kB calls from 8 "
+        f"threads take {fmt(at['rt.1k.load.p50']['median'], 's')} p50 / {fmt(at['rt.1k.load.p99']['median'], 's')} "
+        f"p99 at {fmt(at['rt.1k.load.rate']['median'], '1/s')}."
+    )
+
+
+def readme_block(doc: dict, peers: list[dict], scaling: list[dict]) -> str:
     by = {(r["name"], r["subject"]): r for r in peers}
+    quick = "peers" in (doc.get("quick_suites") or (doc["suites"] if doc["quick"] else []))
     shown = [s for s in SUBJECTS if any(k[1] == s for k in by)]
     metrics = [(n, label) for n, label in PEER_METRICS if n in ("startup.print", "rt.1k", "cpu", "rss.idle")]
     lines = [
@@ -284,7 +302,7 @@ def readme_block(doc: dict, peers: list[dict]) -> str:
         "",
         f"Measured {doc['date'][:10]} on {doc['host'].get('cpu') or doc['host']['machine']} "
         f"({doc['host']['cpus']} CPUs, Linux {doc['host']['kernel']}) with `{REPRODUCE}`"
-        + (" (quick run)" if doc["quick"] else "")
+        + (" (quick run)" if quick else "")
         + "; full tables and plots in `out/bench/report.md`.",
         "",
         "| subject | " + " | ".join(label for _, label in metrics) + " |",
@@ -301,9 +319,12 @@ def readme_block(doc: dict, peers: list[dict]) -> str:
         "Ratios: to plain `python3.14t` in the same run (RestrictedPython: to plain `exec`). pyisolate-api's"
         " memory is what a cell gains per extra idle sandbox; process peers: the RSS of the process tree.",
     ]
-    note = busy_note(doc)
-    if note:
-        lines += ["", note.replace("\n", " ")]
+    sentence = scaling_sentence(scaling)
+    if sentence:
+        lines += ["", sentence]
+    load, cpus = doc["host"].get("loadavg_1min"), doc["host"].get("cpus") or 1
+    if load is not None and load > 0.3 * cpus:
+        lines += ["", f"**Busy machine (1-minute load {load:.1f} on {cpus} CPUs): not the final figures.**"]
     lines.append(MARK_END)
     return "\n".join(lines) + "\n"
 
@@ -350,7 +371,7 @@ def main() -> int:
         if suite not in ("peers", "scaling") and (by_suite.get(suite) or skips.get(suite)):
             md += [*generic_section(suite, by_suite.get(suite, []), skips.get(suite, [])), ""]
     results.write_text_atomic(args.out / "report.md", "\n".join(md))
-    block = readme_block(doc, by_suite.get("peers", []))
+    block = readme_block(doc, by_suite.get("peers", []), by_suite.get("scaling", []))
     results.write_text_atomic(args.out / "readme-table.md", block)
     if args.update_readme:
         update_readme(block)
