@@ -8,12 +8,16 @@ Cell side (called from pyisolate.cell):
   cell_op()           "interrupt" (cpython-patches/interp-quota-interrupt.patch) and "usage".
 Supervisor side:
   CellQuota           per cell: its cgroup placement (cgroups.py), fault pipe, heartbeat;
+  EventReader         per supervisor: drains the host BPF guards' ring buffer (pyisolate.bpf)
+                      and watches its drop counter;
   Watchdog            per supervisor: one thread that measures every busy request's CPU time
                       (the sandbox thread's own clock, /proc/PID/task/TID/stat) and wall time
                       (monotonic) and, on a breach, interrupts the sandbox's interpreter, then
                       escalates on the cell: SIGXCPU, SIGTERM, SIGKILL, one grace period
-                      apart. It also ends a cell whose heartbeat stalls (fail-closed). It
-                      never waits on a cell: it only reads /proc, sends frames and signals.
+                      apart. It also ends a cell whose heartbeat stalls, and every cell with
+                      BPF-guarded sandboxes when the guard event stream stalls or loses
+                      events (fail-closed). It never waits on a cell or on the reader: it
+                      only reads /proc and timestamps, sends frames and signals.
 See docs/quotas.md.
 """
 
@@ -29,6 +33,8 @@ from .errors import QuotaExceeded
 HEARTBEAT_INTERVAL = 0.1  # the cell beats this often
 HEARTBEAT_LIMIT = 2.0  # a cell silent this long is ended (fail-closed)
 GRACE = 1.0  # between the interrupt and each signal of the escalation
+EVENTS_INTERVAL = 0.25  # the BPF guard events are drained this often
+EVENTS_LIMIT = 2.0  # a drain that has not completed for this long fails closed
 TICK = 0.02  # the watchdog's period
 ESCALATION = ("interrupt", "SIGXCPU", "SIGTERM", "SIGKILL")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -194,6 +200,35 @@ class CellQuota:
             self.placement.remove()
 
 
+class EventReader:
+    """Drains the host BPF guards' ring buffer (pyisolate.bpf) every EVENTS_INTERVAL in a
+    thread of its own, recording when a drain last completed and how many events the
+    kernel side dropped (ring full). The watchdog judges staleness from those two."""
+
+    def __init__(self):
+        self.last_drain = time.monotonic()
+        self.dropped = 0
+        self.error: str | None = None
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, name="pyisolate-bpf-events", daemon=True).start()
+
+    def _run(self) -> None:
+        from . import bpf
+
+        while not self.stop.wait(EVENTS_INTERVAL):
+            guard = bpf._shared
+            if guard is None:
+                self.last_drain = time.monotonic()
+                continue
+            try:
+                guard.events()  # takes the guard's lock: a stuck reader shows as a stale drain
+                self.dropped = int(guard.counters().get("dropped", 0))
+                self.last_drain = time.monotonic()
+                self.error = None
+            except Exception as exc:  # reported by the watchdog as the stall's cause
+                self.error = f"{type(exc).__name__}: {exc}"
+
+
 class Watch:
     """One busy request under watch."""
 
@@ -227,10 +262,19 @@ class Watch:
 class Watchdog:
     """The supervisor's watchdog thread (started with the first watch)."""
 
-    def __init__(self, supervisor, grace: float = GRACE, heartbeat_limit: float = HEARTBEAT_LIMIT):
+    def __init__(
+        self,
+        supervisor,
+        grace: float = GRACE,
+        heartbeat_limit: float = HEARTBEAT_LIMIT,
+        events_limit: float = EVENTS_LIMIT,
+    ):
         self.supervisor = supervisor
         self.grace = grace
         self.heartbeat_limit = heartbeat_limit
+        self.events_limit = events_limit
+        self.events = EventReader()
+        self._dropped_seen = 0
         self.watches: set[Watch] = set()
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -273,6 +317,29 @@ class Watchdog:
                         f"(limit {self.heartbeat_limit:g}s); the watchdog killed it"
                     )
                     cell.kill()
+            self._check_events(now)
+
+    def _check_events(self, now: float) -> None:
+        """The guard events must keep flowing: a drain that stalls, or events the kernel
+        dropped, end every cell whose sandboxes the BPF guards watch (what they reported
+        can no longer be known)."""
+        stale = now - self.events.last_drain
+        why = None
+        if stale > self.events_limit:
+            cause = f" ({self.events.error})" if self.events.error else ""
+            why = f"the BPF guard event stream stalled for {stale:.2f}s (limit {self.events_limit:g}s){cause}"
+        elif self.events.dropped > self._dropped_seen:
+            why = f"the BPF guard ring buffer dropped {self.events.dropped - self._dropped_seen} events"
+            self._dropped_seen = self.events.dropped
+        if why is None:
+            return
+        for cell in list(self.supervisor.cells):
+            q = getattr(cell, "quota", None)
+            guarded = any((sb.guards.get("bpf") or {}).get("attached") for sb in list(cell.sandboxes.values()))
+            if q is None or q.stopped or cell.dead is not None or not guarded:
+                continue
+            q.stopped = f"fail-closed: {why}; the watchdog killed it"
+            cell.kill()
 
     def _check(self, w: Watch, now: float) -> None:
         if w.done:
@@ -315,3 +382,4 @@ class Watchdog:
 
     def close(self) -> None:
         self.stop.set()
+        self.events.stop.set()

@@ -270,6 +270,48 @@ def test_stalled_heartbeat_fails_closed(cell_python):
     assert took < 3.0, took
 
 
+STALL_READER = """
+import json, time
+from pyisolate import Supervisor, bpf, policy
+from pyisolate.errors import CellCrashed
+pol = policy.loads('[policy]\\nname = "ev"\\n[modules]\\nallow = ["*"]\\n[limits]\\nwall_time = 30\\n')
+out = {}
+with Supervisor(pool=0) as sup:
+    sb = sup.spawn("watched", pol, isolation="process")
+    out["bpf"] = sb.guards.get("bpf") or {}
+    if out["bpf"].get("attached"):
+        sup.watchdog().events_limit = 0.5
+        out["before"] = sb.call("builtins.eval", "1 + 1")
+        with bpf._shared._lock:  # the reader's next drain waits here: a real stall
+            time.sleep(1.5)
+            try:
+                sb.exec("pass")
+            except CellCrashed as exc:
+                out["status"] = exc.status
+print(json.dumps(out))
+"""
+
+
+def test_stalled_guard_event_stream_fails_closed(python, cell_python):
+    """The reader of the host BPF guards' ring buffer is really stalled (the supervisor,
+    on the distribution's interpreter, holds the guard's lock so the drain blocks): the
+    watchdog ends the guarded cell."""
+    import json
+
+    proc = subprocess.run(
+        [str(python), "-I", "-B", "-c", STALL_READER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYISOLATE_PYTHON": str(python)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    need(out["bpf"].get("attached"), f"host BPF guards not attached: {out['bpf']}")
+    assert out["before"] == 2
+    assert "BPF guard event stream stalled" in out["status"] and "fail-closed" in out["status"], out
+
+
 # --- crash isolation -----------------------------------------------------------------------
 
 CRASHER = '[modules]\nallow = ["*"]\ndeny = []\n'  # test only: ctypes re-enabled
