@@ -239,6 +239,11 @@ def shared() -> LsmGuard | None:
     global _shared, _shared_error
     with _shared_lock:
         if _shared is None and _shared_error is None:
+            try:  # a tampered object is refused even where the kernel would not load it
+                bpf.verified_object(OBJECT)
+            except bpf.BpfUnavailable as exc:
+                _shared_error = str(exc)
+                return None
             _shared_error = why_not()
             if _shared_error is None:
                 try:

@@ -13,7 +13,9 @@ This host refuses every LSM program load, so bpf/lsm.bpf.o is tested in QEMU gue
      --list` names must print PASS;
   5. with --runtime, the built distribution too (out/dist/current, without its tests):
      tests/vm/guest_runtime.py makes two sandboxes in one cell, lsm_test marks one
-     sandbox's thread, and only that thread is refused (the `runtime.*` checks);
+     sandbox's thread, and only that thread is refused (the `runtime.*` checks); then
+     tests/vm/guest_full.py runs a Supervisor that loads lsm.bpf.o itself (mode "full"),
+     with policy reloads and an A/B reload stress (the `full.*` checks);
   6. the negative control: one kernel booted without `bpf` in lsm=. No check whose name
      ends in `.denied` may pass there (a refusal that survives comes from something else
      than our programs), and the run as a whole must fail.
@@ -68,7 +70,12 @@ mount -t tmpfs tmpfs /tmp
 ifconfig lo 127.0.0.1 up
 echo "VMTEST-INFO kernel=$(uname -r) lsm=$(cat /sys/kernel/security/lsm) uptime=$(cut -d' ' -f1 /proc/uptime)"
 if [ -x /dist/bin/python3 ]; then /lsm_test --runtime; else /lsm_test; fi
-echo "VMTEST-EXIT status=$? uptime=$(cut -d' ' -f1 /proc/uptime)"
+status=$?
+# mode "full": the runtime's own loader, once lsm_test (and its programs) are gone
+if [ -x /dist/bin/python3 ]; then
+  (cd /tmp && env -i PATH=/bin HOME=/tmp LANG=C.UTF-8 /dist/bin/python3 -I -B /srv/guest_full.py 8)
+fi
+echo "VMTEST-EXIT status=$status uptime=$(cut -d' ' -f1 /proc/uptime)"
 poweroff -f
 """
 
@@ -153,6 +160,9 @@ def check_names(loader: Path, runtime: bool) -> list[str]:
     names = []
     for flag in ("--list", "--list-runtime") if runtime else ("--list",):
         names += subprocess.run([str(loader), flag], capture_output=True, text=True, check=True).stdout.split()
+    if runtime:  # mode "full" through the runtime's own loader (guest_full.py)
+        listed = [sys.executable, str(HERE / "guest_full.py"), "--list"]
+        names += subprocess.run(listed, capture_output=True, text=True, check=True).stdout.split()
     return names
 
 
@@ -199,6 +209,7 @@ def dist_entries(prefix: Path) -> list[initramfs.Entry]:
         entries.append(initramfs.file(str(lib).lstrip("/"), lib.read_bytes(), executable=True))
     entries[:0] = [initramfs.directory(d) for d in sorted(dirs)]
     entries.append(initramfs.file("srv/guest_runtime.py", (HERE / "guest_runtime.py").read_bytes()))
+    entries.append(initramfs.file("srv/guest_full.py", (HERE / "guest_full.py").read_bytes()))
     return entries
 
 
