@@ -126,6 +126,16 @@ def bench(session: nox.Session) -> None:
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "scaling.py"), *session.posargs, external=True)
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "reload.py"), *session.posargs, external=True)
     session.run(str(DIST / "bin" / "python3"), str(ROOT / "bench" / "broker.py"), *session.posargs, external=True)
+    # the memory cap's allocator cost against a cached build without the patch (exit 2: none here)
+    session.run(
+        str(DIST / "bin" / "python3"),
+        str(ROOT / "bench" / "alloc_cap.py"),
+        "--json",
+        str(out / "alloc_cap.json"),
+        *session.posargs,
+        external=True,
+        success_codes=[0, 2],
+    )
     session.run("python", str(ROOT / "bench" / "peers" / "run.py"), "--dist", str(DIST), *session.posargs)
     # every suite's part (and runtime.json, interp.json) → results.json, validated, then the report
     session.run("python", str(ROOT / "bench" / "results.py"), "merge")
