@@ -6,8 +6,8 @@ Runs allocation-heavy workloads in two interpreters of the same flavour, measure
 same run: the distribution's (out/dist/current, with the patch) and a baseline built from
 the same flavour, flags and sources WITHOUT interp-memory-cap.patch. By default the
 baseline is the newest build in the driver's cache (~/.cache/pyisolate/dist) whose
-buildinfo.json has the same flavour flags and configure arguments and whose patch series
-is the distribution's minus that patch (and the interrupt patch after it); pass
+buildinfo.json has the same flavour flags (the same configure arguments preferred) and
+whose patch series is the distribution's minus that patch (and the interrupt patch after it); pass
 --baseline to name one. A host without such a build has no baseline: the script says how
 to make one and exits 2. The workloads run in an isolated sub-interpreter in both (a
 sandbox's situation), with a 1 GiB cap where the interpreter has the patch; both start
@@ -104,7 +104,8 @@ def find_baseline(dist: Path) -> Path | None:
         mine = json.loads((dist.resolve().parent.parent / cpython_dir / "buildinfo.json").read_text())
     except (OSError, ValueError):
         mine = None
-    best = None
+    # Same flavour flags required; among those, one with the same configure arguments first.
+    ranked = []
     for build in sorted(CACHE.glob("dist/cpython-*"), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             info = json.loads((build / "buildinfo.json").read_text())
@@ -113,14 +114,12 @@ def find_baseline(dist: Path) -> Path | None:
         names = [name for name, _ in info.get("patches", [])]
         if any(p in names for p in PATCHES) or "interp-sandbox-gate.patch" not in names:
             continue
-        same = mine is None or all(info.get(k) == mine.get(k) for k in ("flavour", "configure"))
-        if not same:
+        if mine is not None and info.get("flavour") != mine.get("flavour"):
             continue
         python = build / "prefix" / "bin" / "python3.14t"
         if python.is_file():
-            best = python
-            break
-    return best
+            ranked.append((mine is not None and info.get("configure") != mine.get("configure"), python))
+    return min(ranked, key=lambda r: r[0])[1] if ranked else None
 
 
 def run_once(python: Path, scale: int) -> dict:
