@@ -329,15 +329,13 @@ def readme_block(doc: dict, peers: list[dict], scaling: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(block: str) -> None:
-    text = README.read_text()
+def update_readme(block: str, readme: Path = README) -> None:
+    text = readme.read_text()
     if MARK_START not in text or MARK_END not in text:
-        sys.exit(f"error: README.md has no {MARK_START} … {MARK_END} block to replace")
+        sys.exit(f"error: {readme} has no {MARK_START} … {MARK_END} block to replace")
     before, rest = text.split(MARK_START, 1)
     after = rest.split(MARK_END, 1)[1]
-    tmp = README.with_name(".README.md.tmp")
-    tmp.write_text(before + block.rstrip("\n") + after)
-    tmp.replace(README)
+    results.write_text_atomic(readme, before + block.rstrip("\n") + after)
 
 
 def main() -> int:
