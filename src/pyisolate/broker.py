@@ -369,7 +369,7 @@ class _Relay:
                 link, from_supervisor = key.data
                 try:
                     link.pump(from_supervisor)
-                except (ProtocolError, OSError, backend().BrokerError):
+                except Exception:  # whatever ends one link must not end the relay
                     for sock in (link.sealed, link.inner):
                         self._selector.unregister(sock)
                     link.close()
