@@ -142,19 +142,17 @@ def main(seconds: float) -> int:
                 target=lambda: out.update(sb.call("__main__.hammer", ROOT, seconds, timeout=seconds + 120) or {})
             )
             worker.start()
-            reloads = 0
+            reloads = unswitched = 0  # without the LSM (the control) the reloads go on: Landlock alone
             while worker.is_alive():
                 rep = sup.reload_policy(a_only if reloads % 2 == 0 else b_only)
-                if rep.lsm_switched.get("full-a") is not True:
-                    out["bad report"] = str(rep.to_wire())
-                    break
+                unswitched += rep.lsm_switched.get("full-a") is not True
                 reloads += 1
             worker.join()
             common = sum(n for k, n in out.items() if k.startswith("c ") and k != "c 0")
             check(
                 "full.stress.c.never-denied",
-                reloads >= 100 and common == 0 and out.get("c 0", 0) > 0 and "bad report" not in out,
-                f"{reloads} reloads in {seconds}s; seen {out}",
+                reloads >= 100 and common == 0 and out.get("c 0", 0) > 0 and unswitched == 0,
+                f"{reloads} reloads in {seconds}s ({unswitched} without an LSM swap); seen {out}",
             )
             for name in ("a", "b"):
                 both = out.get(f"{name} 0", 0) > 0 and out.get(f"{name} {errno.EACCES}", 0) > 0
