@@ -38,6 +38,9 @@ class CellCrashed(SandboxClosed):
 
     fault: str | None = None
 
+    def __str__(self) -> str:
+        return super().__str__() + (f"; fault report: {self.fault}" if self.fault else "")
+
     def __init__(self, cell: str, sandboxes: list[str], status: str):
         self.cell, self.sandboxes, self.status = cell, list(sandboxes), status
         names = ", ".join(self.sandboxes) or "no sandboxes"

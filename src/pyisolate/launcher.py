@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyisolate-python: wall-time limit of {pol.limits.wall_time:g}s reached; stopped", file=sys.stderr)
         return EXIT_WALL_TIME
     except CellCrashed as exc:
-        print(f"pyisolate-python: the sandbox's cell {exc.status}", file=sys.stderr)
+        fault = f"; fault report: {exc.fault}" if exc.fault else ""
+        print(f"pyisolate-python: the sandbox's cell {exc.status}{fault}", file=sys.stderr)
         signame = exc.status.rsplit(" ", 1)[-1]
         import signal
 

@@ -52,7 +52,11 @@ def cell_start(cell) -> dict:
     lib = kernel.native()
     if fd and fd.isdigit() and lib is not None and hasattr(lib, "crash_guard_install"):
         try:
-            lib.crash_guard_install(int(fd))
+            # Moved to the lowest free number: it keeps the supervisor's (possibly high)
+            # number otherwise, which RLIMIT_NOFILE's count of the cell's descriptors misjudges.
+            low = os.dup(int(fd))
+            os.close(int(fd))
+            lib.crash_guard_install(low)
             report["crash_guard"] = "fault handlers on alternate stacks; reports on the fault pipe"
         except OSError as exc:
             report["crash_guard_error"] = f"{type(exc).__name__}: {exc}"
@@ -123,6 +127,17 @@ CELL_OPS = ("interrupt", "usage")
 
 
 # --- supervisor side -----------------------------------------------------------------------
+
+
+def fault_status(fault: str | None, returncode: int | None) -> str | None:
+    """The status ("killed by SIGSEGV") of a cell its fault handler ended (128 + signal)."""
+    if not fault or returncode is None:
+        return None
+    fields = dict(part.split("=", 1) for part in fault.split() if "=" in part)
+    name, number = fields.get("signal", ""), fields.get("number", "")
+    if name.startswith("SIG") and number.isdigit() and returncode == 128 + int(number):
+        return f"killed by {name}"
+    return None
 
 
 def thread_cpu_time(pid: int, tid: int) -> float | None:

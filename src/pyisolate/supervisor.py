@@ -189,12 +189,11 @@ class Cell:
             self.proc.kill()
             returncode = self.proc.wait()
         with self.lock:
-            status = describe_status(returncode)
             fault = self.quota.read_fault()
+            # The fault handler ends the cell with exit_group(128 + signal): say which.
+            status = quotas.fault_status(fault, returncode) or describe_status(returncode)
             if self.quota.stopped:
                 status += f" ({self.quota.stopped})"
-            if fault:
-                status += f"; fault report: {fault}"
             self.dead = CellCrashed(self.name, list(self.sandboxes), status)
             self.dead.fault = fault
             pending, self.pending = self.pending, {}
