@@ -56,6 +56,7 @@ class Heartbeat:
 
     def __init__(self):
         self.worst = 0.0
+        self.late: list[float] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -63,7 +64,12 @@ class Heartbeat:
         while not self._stop.is_set():
             t = time.monotonic()
             time.sleep(0.005)
-            self.worst = max(self.worst, time.monotonic() - t - 0.005)
+            late = time.monotonic() - t - 0.005
+            self.late.append(late)
+            self.worst = max(self.worst, late)
+
+    def p99(self) -> float:
+        return sorted(self.late)[int(len(self.late) * 0.99)] if self.late else 0.0
 
     def __enter__(self):
         self.thread.start()
@@ -131,6 +137,7 @@ def test_memory_cap_holds_and_sibling_keeps_working(supervisor):
         if used < baseline + 8 * MiB:
             break
     assert used < baseline + 8 * MiB, (baseline, used)
+    print(f"memory: baseline {baseline / MiB:.1f} MiB, peak {stats['peak'] / MiB:.1f} MiB, after {used / MiB:.1f} MiB")
     # And it keeps working under its cap.
     assert small.call("builtins.eval", "len([0] * (4 << 20))") == 4 << 20
     assert sibling.stats()["memory"]["used"] > 200 * MiB
@@ -215,8 +222,10 @@ def test_runaway_code_is_stopped(supervisor, name):
     steps = ("interrupt", "SIGXCPU", "SIGTERM", "SIGKILL").index(err.action)
     assert stopped - err.at < steps * grace + 0.5, (stopped - err.at, err.action)
     print(f"{name}: {err} after {took:.2f}s ({stopped - err.at:.2f}s after the breach)")
-    print(f"supervisor heartbeat: worst lateness {beat.worst * 1000:.1f} ms")
-    assert beat.worst < 0.5, beat.worst  # a few ms on an idle host; scheduling delay on a loaded one
+    print(f"supervisor heartbeat: lateness p99 {beat.p99() * 1000:.1f} ms, worst {beat.worst * 1000:.1f} ms")
+    # A supervisor waiting on the guest would stall for the grace period (1 s) or more; the
+    # rest is the shared host's scheduling delay (a few ms idle, hundreds of ms at load 7).
+    assert beat.p99() < 0.1 and beat.worst < 0.9, (beat.p99(), beat.worst)
     if err.action == "interrupt":
         assert sb.call("builtins.eval", "6 * 7") == 42  # the sandbox survives an interrupt
     else:
