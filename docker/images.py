@@ -295,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except Failed as exc:
         log(f"error: {exc}")
         return 1
+    results.save()
     failed = [name for name, c in results.data["checks"].items() if not c["ok"]]
     log(f"{len(results.data['checks']) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -12,7 +12,9 @@ TARBALL.intoto.sigstore.json (as `nox -s release` writes them). It checks, in or
   1. the signature on SHA256SUMS, and that SHA256SUMS lists TARBALL with its SHA-256;
   2. the signature on TARBALL;
   3. the SLSA provenance attestation, and that its subject is TARBALL's name and digest;
-  4. inside TARBALL, every object listed in bpf/manifest.lock against its SHA-256.
+  4. inside TARBALL, every eBPF object against the manifest.lock beside it (the
+     runtime's pyisolate/bpf-objects/, or a bpf/ folder); an object no manifest lists is
+     refused too.
 
 Any mismatch ends with "REFUSED: <reason>" and exit status 1; success prints one line
 per check and exit status 0. Signatures are verified offline against the given public
@@ -104,35 +106,63 @@ def check(tarball: Path, key: Path, cosign: str) -> list[str]:
     predicate_type = statement.get("predicateType", "")
     done.append(f"ok  provenance ({predicate_type}) attested for this tarball")
 
-    with tarfile.open(tarball) as tar:
-        manifests = [m for m in tar.getmembers() if m.isreg() and m.name.endswith("/bpf/manifest.lock")]
-        if not manifests:
-            done.append("ok  no bpf/manifest.lock in this release (it ships no eBPF objects)")
-        for manifest in manifests:
-            base = manifest.name.rsplit("/", 1)[0]
-            entries = _parse_manifest(tar.extractfile(manifest).read().decode())
-            for name, digest in entries.items():
-                try:
-                    member = tar.getmember(f"{base}/{name}")
-                    data = tar.extractfile(member).read()
-                except KeyError:
-                    raise Refused(f"bpf/manifest.lock lists {name}, which the tarball does not contain") from None
-                if hashlib.sha256(data).hexdigest() != digest:
-                    raise Refused(f"bpf/{name}: SHA-256 does not match bpf/manifest.lock")
-            done.append(f"ok  {len(entries)} eBPF object(s) match bpf/manifest.lock")
+    done += _check_bpf_objects(tarball)
     return done
 
 
-def _parse_manifest(text: str) -> dict[str, str]:
-    """bpf/manifest.lock: lines of '<sha256>  <object file name>', '#' comments."""
-    out = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            digest, _, name = line.partition("  ")
-            if len(digest) != 64 or not name:
-                raise Refused(f"bpf/manifest.lock: malformed line {line!r}")
-            out[name.strip()] = digest
+MANIFEST_DIRS = ("bpf", "bpf-objects")  # the checkout's bpf/; the runtime's pyisolate/bpf-objects/
+
+
+def _check_bpf_objects(tarball: Path) -> list[str]:
+    """Every *.bpf.o in the tarball sits beside a manifest.lock that records its SHA-256."""
+    done = []
+    with tarfile.open(tarball) as tar:
+        members = {m.name: m for m in tar.getmembers() if m.isreg()}
+        top = tarball.name.removesuffix(".tar.xz") + "/"
+        covered = set()
+        for path in sorted(members):
+            folder, _, leaf = path.rpartition("/")
+            if leaf != "manifest.lock" or folder.rpartition("/")[2] not in MANIFEST_DIRS:
+                continue
+            where = folder.removeprefix(top)
+            entries = _parse_manifest(tar.extractfile(members[path]).read().decode(), f"{where}/manifest.lock")
+            for name, digest in entries.items():
+                member = members.get(f"{folder}/{name}")
+                if member is None:
+                    raise Refused(f"{where}/manifest.lock lists {name}, which the tarball does not contain")
+                if hashlib.sha256(tar.extractfile(member).read()).hexdigest() != digest:
+                    raise Refused(f"{where}/{name}: SHA-256 does not match {where}/manifest.lock")
+                covered.add(member.name)
+            done.append(f"ok  {len(entries)} eBPF object(s) match {where}/manifest.lock")
+        stray = sorted(name.removeprefix(top) for name in members if name.endswith(".bpf.o") and name not in covered)
+        if stray:
+            raise Refused(f"eBPF object(s) without a manifest entry: {', '.join(stray)}")
+        if not done:
+            done.append("ok  no eBPF objects in this release")
+    return done
+
+
+def _parse_manifest(text: str, where: str) -> dict[str, str]:
+    """manifest.lock (TOML): one [objects."NAME.bpf.o"] table per object with its sha256.
+    Read line by line (the standard library has no TOML reader before Python 3.11)."""
+    out, current = {}, None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[objects.") and line.endswith("]"):
+            current = line[len("[objects.") : -1].strip().strip('"')
+            out[current] = ""
+        elif line.startswith("sha256") and current is not None:
+            digest = line.partition("=")[2].strip().strip('"')
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise Refused(f"{where} line {number}: malformed sha256 {digest!r}")
+            out[current] = digest
+        elif not line.startswith("size") or current is None:
+            raise Refused(f"{where} line {number}: unexpected {line!r}")
+    missing = [name for name, digest in out.items() if not digest]
+    if missing:
+        raise Refused(f"{where}: no sha256 for {', '.join(missing)}")
     return out
 
 

@@ -41,7 +41,7 @@ def make_tree(root: Path) -> Path:
     (root / "lib" / "python3.14t" / "test" / "big.py").write_text("excluded\n")
     (root / "bpf" / "guard.bpf.o").write_bytes(b"\x7fELF fake object")
     digest = hashlib.sha256(b"\x7fELF fake object").hexdigest()
-    (root / "bpf" / "manifest.lock").write_text(f"# sha256  object\n{digest}  guard.bpf.o\n")
+    (root / "bpf" / "manifest.lock").write_text(f'# objects\n[objects."guard.bpf.o"]\nsha256 = "{digest}"\nsize = 16\n')
     return root
 
 
@@ -209,6 +209,22 @@ def test_bpf_object_not_matching_manifest(tmp_path, cosign, keys):
     assert code == 1 and "REFUSED: bpf/guard.bpf.o: SHA-256 does not match bpf/manifest.lock" in out
 
 
+def test_bpf_object_no_manifest_lists(tmp_path, cosign, keys):
+    tree = make_tree(tmp_path / "stray-tree")
+    (tree / "lib" / "extra.bpf.o").write_bytes(b"\x7fELF unlisted")  # signed, but in no manifest
+    made = make_release(tmp_path, cosign, keys, tree=tree, name="pyisolate-stray")
+    code, out = verify(made, cosign)
+    assert code == 1 and "REFUSED: eBPF object(s) without a manifest entry: lib/extra.bpf.o" in out
+
+
+def test_malformed_bpf_manifest(tmp_path, cosign, keys):
+    tree = make_tree(tmp_path / "bad-manifest")
+    (tree / "bpf" / "manifest.lock").write_text('[objects."guard.bpf.o"]\nsha256 = "not-a-digest"\n')
+    made = make_release(tmp_path, cosign, keys, tree=tree, name="pyisolate-badmanifest")
+    code, out = verify(made, cosign)
+    assert code == 1 and "REFUSED: bpf/manifest.lock line 2: malformed sha256 'not-a-digest'" in out
+
+
 def test_missing_artefact(tmp_path, cosign, keys):
     made = make_release(tmp_path, cosign, keys)
     made.bundles[2].unlink()
@@ -242,6 +258,8 @@ def test_release_of_the_built_distribution(dist, tmp_path, cosign):
         timeout=120,
     )
     assert check.returncode == 0, check.stderr
+    # The runtime ships its eBPF objects with their manifest; every one is checked.
+    assert "eBPF object(s) match lib/python3.14t/site-packages/pyisolate/bpf-objects/manifest.lock" in check.stdout
     provenance = json.loads(next((ROOT / "out" / "release").glob("*.provenance.json")).read_text())
     deps = {d["name"]: d["digest"] for d in provenance["buildDefinition"]["resolvedDependencies"]}
     assert deps["cpython"] == {"sha256": "3b48dac8fb59f62eaa67ac83c1eb12bda1b7a08406dd286e252c11a66be27f81"}
