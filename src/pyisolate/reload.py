@@ -11,20 +11,25 @@ sandbox is held by layers that differ in what they let change after the fact:
   C gate         `_imp._pyisolate_restrict` only adds to the set of refused modules
   supervisor     CPU and wall-time limits are read from the Sandbox's policy reference
 
-So, for a running sandbox:
+So, for a running sandbox, measured against the policy it was CREATED with (the kernel
+domain) rather than the one it runs now:
 
-  field            tighten                              loosen
-  fs_read/write    Python layer now; Landlock keeps     refused by the kernel (Landlock
-                   the spawn-time (wider) rules         cannot widen): NOT applied
-  net_connect      Python layer now; Landlock keeps     NOT applied (Landlock TCP rules and
-                   the spawn-time (wider) ports         the spawn-time seccomp allow-list)
-  modules_deny     Python layer now (import gate)       Python layer; builtin/extension modules
-                                                        the C gate refused stay refused
-  modules_allow    Python layer now, either way
+  field            inside the creation-time domain           beyond it
+  fs_read/write    Python layer at the next check; the        NOT applied (Landlock
+                   BPF-LSM path rules too in mode "full";     cannot widen)
+                   Landlock keeps the creation-time rules
+  net_connect      Python layer; the host BPF guards' (and    NOT applied (Landlock TCP
+                   BPF-LSM's) connect rules too               ports, seccomp's socket())
+  modules_deny     additions: import gate; removals: Python layer only (the C gate's
+                   refusals at creation stay)
+  modules_allow    import gate, either way
   builtins_enable  NOT applied (removed at boot; restored only in new sandboxes)
   cpu_time,        the supervisor, either way
   wall_time
   memory, open_files, threads, accept_reduced: NOT applied (fixed at creation)
+
+A change is "applied" when every layer that enforces it switched, "python-layer" when only
+the Python layer did (the kernel still enforces the wider creation-time rule).
 
 A reload with running="strict" (the default) is refused before anything changes if any
 running sandbox would get a change marked NOT applied; "best-effort" applies what can be
@@ -108,9 +113,12 @@ class ReloadReport:
         return "\n".join(lines)
 
 
-def _kernel_bounded(name: str, spawned: tuple, current: tuple, new: tuple, show=str) -> list[Change]:
+def _kernel_bounded(
+    name: str, spawned: tuple, current: tuple, new: tuple, switchable: frozenset, show=str
+) -> list[Change]:
     """Path and network rules: the kernel's domain was built from the spawn-time policy;
-    inside it the Python layer may move freely, beyond it nothing can widen."""
+    inside it the Python layer (and the BPF maps, where `name` is in `switchable`) may move
+    freely, beyond it nothing can widen (Landlock and seccomp stay as created)."""
     if set(new) == set(current):
         return []
     beyond = set(new) - set(spawned)
@@ -118,19 +126,29 @@ def _kernel_bounded(name: str, spawned: tuple, current: tuple, new: tuple, show=
         return [Change(name, NOT_APPLIED, f"{sorted(map(show, beyond))} lie beyond the kernel domain made at creation")]
     if set(new) == set(spawned):
         return [Change(name, APPLIED, "back to the rules the kernel enforces")]
+    if name in switchable:
+        return [Change(name, APPLIED, "the BPF rules switch too; Landlock keeps the creation-time domain")]
     return [Change(name, PYTHON_ONLY, "the kernel keeps the wider rules made at creation")]
 
 
-def plan(sandbox: str, spawned: Policy, current: Policy, new: Policy) -> SandboxPlan:
+def plan(
+    sandbox: str, spawned: Policy, current: Policy, new: Policy, switchable: frozenset = frozenset()
+) -> SandboxPlan:
     """The plan for one running sandbox created with `spawned`, now under `current`, going
-    to `new` (all three resolved)."""
+    to `new` (all three resolved). `switchable`: the fields whose kernel rules live in BPF
+    maps a reload replaces (net_connect with the host guards; fs_* too in mode "full")."""
     old = current
     changes: list[Change] = []
-    changes += _kernel_bounded("fs_read", spawned.fs_read, old.fs_read, new.fs_read)
-    changes += _kernel_bounded("fs_write", spawned.fs_write, old.fs_write, new.fs_write)
+    changes += _kernel_bounded("fs_read", spawned.fs_read, old.fs_read, new.fs_read, switchable)
+    changes += _kernel_bounded("fs_write", spawned.fs_write, old.fs_write, new.fs_write, switchable)
     # The host BPF guards' connect rules (when attached) are swapped too: see the report.
     changes += _kernel_bounded(
-        "net_connect", spawned.net_connect, old.net_connect, new.net_connect, show=lambda r: f"{r[0]}:{r[1]}"
+        "net_connect",
+        spawned.net_connect,
+        old.net_connect,
+        new.net_connect,
+        switchable,
+        show=lambda r: f"{r[0]}:{r[1]}",
     )
     old_deny, new_deny = set(old.modules_deny), set(new.modules_deny)
     if new_deny - old_deny:

@@ -689,7 +689,14 @@ class Supervisor:
                     resolved = pol.resolve(**sb.values)
                 except PolicyError as exc:
                     raise ReloadRefused(f"sandbox {sb.name}: {exc}") from None
-                plan = reload.plan(sb.name, sb.spawned, sb.policy, resolved)
+                # Which kernel rules of this sandbox a reload can switch (BPF maps), beyond the
+                # Python layer: they make a narrowing kernel-enforced, not Python-only.
+                kernel = set()
+                if (sb.guards.get("lsm") or {}).get("attached"):
+                    kernel |= {"fs_read", "fs_write", "net_connect"}
+                if (sb.guards.get("bpf") or {}).get("attached"):
+                    kernel.add("net_connect")
+                plan = reload.plan(sb.name, sb.spawned, sb.policy, resolved, switchable=frozenset(kernel))
                 report.plans.append(plan)
                 targets.append((sb, resolved, plan))
             if running == "strict":
