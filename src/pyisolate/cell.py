@@ -236,7 +236,6 @@ class Cell:
             t0 = time.perf_counter()
             if self.exclusive and self.sandboxes:
                 raise ValueError("this cell hosts a single sandbox (isolation='process')")
-            rlimits = kernel.apply_rlimits(message["policy"].get("limits") or {}, self.exclusive)
             iid, warm = self.pool.take()
             quota = quotas.set_cap(iid, (message["policy"].get("limits") or {}).get("memory"))
             config = {"policy": message["policy"], "tmp": message.get("tmp")}
@@ -249,6 +248,9 @@ class Cell:
             except kernel.GuardUnavailable as exc:
                 raise GuardError(str(exc)) from None
             self.sandboxes[name] = sandbox
+            # After the sandbox's own descriptors exist (its socket, the relay's, the rule
+            # book), before any request can reach it: the guest's share is what remains.
+            rlimits = kernel.apply_rlimits(message["policy"].get("limits") or {}, self.exclusive)
             reply = {"warm": warm, "seconds": time.perf_counter() - t0, "guards": dict(sandbox.guards, rlimits=rlimits)}
             reply["quota"] = dict(quota, tid=sandbox.native_tid)  # the watchdog's handles (quotas.py)
             reply["tid"] = sandbox.tid

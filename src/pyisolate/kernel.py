@@ -167,6 +167,16 @@ def restrict_thread(policy: dict, stdlib: str) -> dict:
 # --- process-wide limits ------------------------------------------------------------------
 
 
+def _rule_books_open() -> int:
+    count = 0
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{entry}").startswith("/memfd:pyisolate-rules-")
+        except OSError:
+            pass
+    return count
+
+
 def apply_rlimits(limits: dict, exclusive: bool) -> dict:
     """rlimits from a policy's [limits]. They are per process, so they are applied only
     where the cell hosts this one sandbox (`exclusive`); the report says what holds."""
@@ -186,8 +196,9 @@ def apply_rlimits(limits: dict, exclusive: bool) -> dict:
         report["open_files"] = shared
     else:
         # RLIMIT_NOFILE bounds descriptor numbers, and new descriptors take the lowest free
-        # one: the cell's open descriptors (less listdir's own) plus the guest's share.
-        base = len(os.listdir("/proc/self/fd")) - 1
+        # one: the cell's open descriptors (less listdir's own, and rule books, which the
+        # guest's boot closes before any guest code) plus the guest's share.
+        base = len(os.listdir("/proc/self/fd")) - 1 - _rule_books_open()
         limit = _lower(resource.RLIMIT_NOFILE, base + int(open_files))
         report["open_files"] = f"RLIMIT_NOFILE={limit} (the cell's {base} descriptors + {open_files})"
     if cpu_time is None:
