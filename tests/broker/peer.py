@@ -17,6 +17,7 @@ import sys
 import _pyisolate
 
 from pyisolate import broker, framing
+from pyisolate.errors import ProtocolError
 
 H = bytes.fromhex
 
@@ -97,6 +98,51 @@ def noise(cfg):
     return {"payloads": plain, "handshake_hash": hs.handshake_hash.hex(), "remote_static": remote}
 
 
+def tamper():
+    """The extension's SealedTransport under the tampering of test_tamper.py: every byte
+    of a 64 B frame flipped, a replay, a bad length. Counts of refusals that closed it."""
+    keys = broker.SupervisorKeys()
+    _, secret = keys.issue()
+
+    def pair():
+        i = _pyisolate.NoiseHandshake(True, secret.private, prologue=b"t", remote_static=keys.public)
+        r = _pyisolate.NoiseHandshake(False, keys._private, prologue=b"t")
+        r.read_message(i.write_message())
+        i.read_message(r.write_message())
+        return i.to_transport(), r.to_transport()
+
+    def refused(receiver, raw):
+        """framing.Channel over a socketpair, as the runtime reads it: refused, closed."""
+        a, b = socket.socketpair()
+        channel = framing.Channel(b)
+        channel.seal(receiver)
+        a.sendall(raw)
+        a.shutdown(socket.SHUT_WR)
+        try:
+            channel.recv_bytes()
+        except ProtocolError:
+            return channel.closed and receiver.closed
+        finally:
+            a.close()
+            channel.close()
+        return False
+
+    out = {"flipped": 0, "positions": 0}
+    for position in range(4 + 64 + 16):
+        ti, tr = pair()
+        frame = bytearray(ti.seal(bytes(64)))
+        frame[position] ^= 0xFF
+        out["positions"] += 1
+        out["flipped"] += refused(tr, bytes(frame))
+    ti, tr = pair()
+    frame = ti.seal(b"once")
+    assert tr.open(frame[4:]) == b"once"
+    out["replay"] = refused(tr, frame)
+    _, tr = pair()
+    out["oversize"] = refused(tr, struct.pack(">I", (16 << 20) + 17))
+    return out
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     mode = cfg["mode"]
@@ -104,6 +150,8 @@ def main():
         result = {"sodium": _pyisolate.sodium_version(), "broker": broker.sodium_version(), "file": _pyisolate.__file__}
     elif mode == "vectors":
         result = vectors(cfg["path"])
+    elif mode == "tamper":
+        result = tamper()
     elif mode == "xwing":
         result = xwing(cfg["path"])
     else:

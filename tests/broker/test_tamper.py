@@ -228,3 +228,9 @@ def test_other_channel_label_is_refused(c):
     a.close()
     t.join()
     assert isinstance(t.outcome, ProtocolError)  # the cell side fails too: no session exists
+
+
+def test_extension_refuses_the_same_tampering(peer):
+    got = peer({"mode": "tamper"})  # the built interpreter's _pyisolate.SealedTransport
+    assert got["flipped"] == got["positions"] == 4 + 64 + 16
+    assert got["replay"] is True and got["oversize"] is True
