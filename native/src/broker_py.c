@@ -1,9 +1,12 @@
 /* The broker's Python face inside _pyisolate: NoiseHandshake, SealedTransport, the
  * X25519/X-Wing key helpers, the linked libsodium's version and the C-level bench.
  * pyisolate.broker wraps these in the sealed channel; see docs/broker-protocol.md. */
+#include <errno.h>
+
 #include <sodium.h>
 
 #include "_pyisolate.h"
+#include "broker_relay.h"
 #include "noise.h"
 
 typedef struct {
@@ -643,6 +646,36 @@ broker_bench(PyObject *module, PyObject *args)
     return PyFloat_FromDouble(ns);
 }
 
+static PyObject *
+relay_sandbox(PyObject *module, PyObject *args)
+{
+    /* The transport's state moves to the native relay (broker_relay.c) and the object's
+     * copy is wiped (it reads as closed): the relay thread never touches Python, so it
+     * shares nothing with the object's lifetime. */
+    PyObject *obj;
+    int sealed, inner;
+    if (!PyArg_ParseTuple(args, "O!ii:relay_sandbox", (PyTypeObject *)state.transport_type, &obj, &sealed, &inner)) {
+        return NULL;
+    }
+    TransportObject *self = (TransportObject *)obj;
+    PyMutex_Lock(&self->recv_lock);
+    PyMutex_Lock(&self->send_lock);
+    int rc = pyi_relay_add(sealed, inner, &self->t);
+    if (rc == 0) {
+        pyi_transport_close(&self->t);
+    }
+    PyMutex_Unlock(&self->send_lock);
+    PyMutex_Unlock(&self->recv_lock);
+    if (rc == -EINVAL) {
+        return broker_error(PYI_ERR_STATE);
+    }
+    if (rc < 0) {
+        errno = -rc;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef broker_functions[] = {
     {"sodium_version", sodium_version, METH_NOARGS, "sodium_version() -> str: the statically linked libsodium's version."},
     {"x25519_keypair", x25519_keypair, METH_NOARGS, "x25519_keypair() -> (private, public)"},
@@ -655,6 +688,9 @@ static PyMethodDef broker_functions[] = {
     {"broker_bench", broker_bench, METH_VARARGS,
      "broker_bench(what, iterations) -> float: C-level nanoseconds per operation (handshake, handshake_hybrid, "
      "seal_open_64, seal_open_1024, seal_64; baselines x25519, aead_64)."},
+    {"relay_sandbox", relay_sandbox, METH_VARARGS,
+     "relay_sandbox(transport, sealed_fd, inner_fd): the cell's native relay takes both descriptors and the\n"
+     "transport's keys (the object is left closed) and seals/opens every frame between them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -317,7 +317,15 @@ def seal_sandbox_socket(sealed: socket.socket, label: bytes, secret: SpawnSecret
     private socketpair; the relay seals and opens every frame between the two."""
     transport = initiate(sealed, label, secret)
     guest, inner = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    _relay().add(sealed, inner, transport)
+    native = getattr(backend(), "relay_sandbox", None)
+    if native is None:  # the ctypes backend: the Python relay below
+        _relay().add(sealed, inner, transport)
+        return guest
+    # The extension's relay thread (native/src/broker_relay.c) takes both descriptors and
+    # the transport's keys (the object is left closed) and never calls into Python.
+    native(transport, sealed.fileno(), inner.fileno())
+    sealed.detach()
+    inner.detach()
     return guest
 
 

@@ -1,0 +1,62 @@
+"""The cell's relay between each sandbox's sealed socket and the guest's plain end
+(docs/broker-protocol.md §2): on the distribution it is the extension's native thread
+(native/src/broker_relay.c), which must behave as the Python relay it replaces; with the
+ctypes backend the Python relay still runs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+import pyisolate as iso
+from pyisolate.errors import PyIsolateError
+
+NATIVE, PYTHON = "pyi-seal-relay", "broker-relay"
+
+
+def thread_names(pid: int) -> list[str]:
+    return [(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()]
+
+
+def test_the_distribution_cell_relays_natively(supervisor):
+    sb = supervisor.spawn("native")
+    assert sb.call("statistics.mean", [1, 2, 3]) == 2
+    names = thread_names(sb.cell.pid)
+    assert names.count(NATIVE) == 1 and PYTHON not in names
+    supervisor.spawn("second").call("abs", -1)
+    assert thread_names(sb.cell.pid).count(NATIVE) == 1  # one relay per cell, not per sandbox
+
+
+def test_large_empty_and_fatal_frames_cross_the_relay(supervisor):
+    sb = supervisor.spawn("frames")
+    big = 6 << 20  # several reads and one buffer growth each way
+    assert sb.call("len", "z" * big) == big
+    sb.exec(f"post('y' * {big})")
+    assert sb.recv(timeout=30) == "y" * big
+    sb._channel.send_bytes(b"")  # the supervisor's drain frame: the guest skips it
+    assert sb.call("math.factorial", 5) == 120
+    own = sb._channel.transport
+    assert own.send_nonce >= 4 and own.recv_nonce >= 4
+
+
+def test_forged_frame_on_a_sandbox_socket_ends_that_sandbox_only(supervisor):
+    victim, neighbour = supervisor.spawn("victim"), supervisor.spawn("neighbour")
+    assert victim.cell is neighbour.cell
+    # Bytes written straight into the supervisor's end of the sandbox socket, bypassing the
+    # transport: the relay fails to open them and closes that link (nothing reaches the guest).
+    os.write(victim._channel.sock.fileno(), b"\x00\x00\x00\x20" + b"\x41" * 32)
+    with pytest.raises(PyIsolateError):
+        victim.call("abs", -1, timeout=10)
+    assert neighbour.call("abs", -7) == 7  # same cell, same relay thread: unaffected
+    assert victim.cell.request({"op": "stats"}, timeout=5)["pid"] == victim.cell.pid
+
+
+def test_ctypes_backend_keeps_the_python_relay(cell_python):
+    with iso.Supervisor(python=cell_python, pool=0) as sup:
+        sup.cell_env["PYISOLATE_BROKER_BACKEND"] = "ctypes"
+        lib = sorted(Path(cell_python).resolve().parents[1].glob("lib/python3*/site-packages/pyisolate/lib*broker.so"))
+        sup.cell_env["PYISOLATE_BROKER_LIB"] = str(lib[0])
+        sb = sup.spawn("fallback")
+        assert sb.call("len", "z" * 100_000) == 100_000
+        names = thread_names(sb.cell.pid)
+        assert PYTHON in names and NATIVE not in names
