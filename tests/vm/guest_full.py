@@ -21,6 +21,7 @@ import errno
 import os
 import sys
 import threading
+import time
 
 CHECKS = (
     "full.mode",
@@ -34,6 +35,7 @@ CHECKS = (
     "full.stress.b.allowed-and.denied",
 )
 ROOT = "/tmp/full"
+WANTED = 1000  # A/B reloads in the stress (the issue asks for thousands on the host; TCG is ~30× slower)
 REFUSED = (errno.EACCES, errno.EPERM)
 
 GUEST = r"""
@@ -137,22 +139,32 @@ def main(seconds: float) -> int:
             got = sb.call("__main__.opens", *paths, timeout=60)
             check("full.reload-widened.allowed", got == {"a": 0, "b": 0, "c": 0}, f"back to {{a, b, c}}: {got}")
 
+            # The guest hammers in slices of `seconds` until the supervisor has done WANTED
+            # reloads (or a minute has passed: TCG is slow), merging what each slice saw.
             out: dict = {}
-            worker = threading.Thread(
-                target=lambda: out.update(sb.call("__main__.hammer", ROOT, seconds, timeout=seconds + 120) or {})
-            )
+            stop = threading.Event()
+
+            def hammering():
+                while not stop.is_set():
+                    for key, n in (sb.call("__main__.hammer", ROOT, seconds, timeout=seconds + 120) or {}).items():
+                        out[key] = out.get(key, 0) + n
+
+            worker = threading.Thread(target=hammering)
             worker.start()
             reloads = unswitched = 0  # without the LSM (the control) the reloads go on: Landlock alone
-            while worker.is_alive():
+            started = time.monotonic()
+            while worker.is_alive() and reloads < WANTED and time.monotonic() - started < 60:
                 rep = sup.reload_policy(a_only if reloads % 2 == 0 else b_only)
                 unswitched += rep.lsm_switched.get("full-a") is not True
                 reloads += 1
+            stop.set()
             worker.join()
             common = sum(n for k, n in out.items() if k.startswith("c ") and k != "c 0")
             check(
                 "full.stress.c.never-denied",
-                reloads >= 100 and common == 0 and out.get("c 0", 0) > 0 and unswitched == 0,
-                f"{reloads} reloads in {seconds}s ({unswitched} without an LSM swap); seen {out}",
+                reloads >= WANTED and common == 0 and out.get("c 0", 0) > 0 and unswitched == 0,
+                f"{reloads} reloads in {time.monotonic() - started:.1f}s ({unswitched} without an LSM swap); "
+                f"seen {out}",
             )
             for name in ("a", "b"):
                 both = out.get(f"{name} 0", 0) > 0 and out.get(f"{name} {errno.EACCES}", 0) > 0
@@ -170,4 +182,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CHECKS))
         sys.exit(0)
-    sys.exit(main(float(sys.argv[1]) if len(sys.argv) > 1 else 8.0))
+    sys.exit(main(float(sys.argv[1]) if len(sys.argv) > 1 else 2.0))

@@ -73,7 +73,7 @@ if [ -x /dist/bin/python3 ]; then /lsm_test --runtime; else /lsm_test; fi
 status=$?
 # mode "full": the runtime's own loader, once lsm_test (and its programs) are gone
 if [ -x /dist/bin/python3 ]; then
-  (cd /tmp && env -i PATH=/bin HOME=/tmp LANG=C.UTF-8 /dist/bin/python3 -I -B /srv/guest_full.py 8)
+  (cd /tmp && env -i PATH=/bin HOME=/tmp LANG=C.UTF-8 /dist/bin/python3 -I -B /srv/guest_full.py 2)
 fi
 echo "VMTEST-EXIT status=$status uptime=$(cut -d' ' -f1 /proc/uptime)"
 poweroff -f
