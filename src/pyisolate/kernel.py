@@ -167,6 +167,9 @@ def restrict_thread(policy: dict, stdlib: str) -> dict:
 # --- process-wide limits ------------------------------------------------------------------
 
 
+RLIMIT_CPU_BACKSTOP = 6  # seconds past a policy's cpu_time; the watchdog escalates within ~3 grace periods
+
+
 def _rule_books_open() -> int:
     count = 0
     for entry in os.listdir("/proc/self/fd"):
@@ -206,10 +209,16 @@ def apply_rlimits(limits: dict, exclusive: bool) -> dict:
     elif not exclusive:
         report["cpu_time"] = shared
     else:
+        # A backstop behind the supervisor's watchdog, which interrupts at the limit and then
+        # escalates (SIGXCPU, SIGTERM, SIGKILL a grace period apart): the kernel's own
+        # SIGXCPU must not overtake that, so it comes BACKSTOP seconds after the limit.
         used = resource.getrusage(resource.RUSAGE_SELF)
-        soft = int(used.ru_utime + used.ru_stime + float(cpu_time)) + 1
+        soft = int(used.ru_utime + used.ru_stime + float(cpu_time)) + RLIMIT_CPU_BACKSTOP
         limit = _lower(resource.RLIMIT_CPU, soft, hard=soft + 2)
-        report["cpu_time"] = f"RLIMIT_CPU={limit}s for the cell (SIGXCPU, then SIGKILL 2 s later)"
+        report["cpu_time"] = (
+            f"RLIMIT_CPU={limit}s for the cell, a backstop {RLIMIT_CPU_BACKSTOP}s behind the watchdog "
+            "(SIGXCPU, then SIGKILL 2 s later)"
+        )
     if limits.get("threads") is not None:
         report["threads"] = (
             "not enforced: RLIMIT_NPROC counts every process of the user (and root is exempt); "
