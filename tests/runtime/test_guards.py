@@ -392,8 +392,15 @@ def test_doctor_reports_each_guarantee(python, cell_python):
     assert all(g["status"] in ("holds", "partial", "missing") and g["mechanism"] for g in report["guarantees"])
     host = report["host"]
     need(host["landlock"]["abi"] > 0 and host["seccomp"]["api"] > 0, "no Landlock or seccomp on this host")
-    assert report["mode"] == "landlock"
-    assert report["guarantees"][0]["status"] == "partial"  # no BPF-LSM programs yet
+    # The mode follows the kernel: "full" only where the runtime's BPF-LSM object could guard
+    # sandboxes (this kind of host refuses LSM loads), and the report says why not.
+    why = host["lsm_why_not"]
+    assert report["mode"] == ("full" if why is None else "landlock")
+    assert report["guarantees"][0]["status"] == ("holds" if why is None else "partial")
+    if why is not None:
+        assert "BPF-LSM (mode 'full')" in report["guarantees"][0]["missing"]
+    assert [g["status"] for g in report["guarantees"][2:4]] == ["holds", "holds"]  # broker, reload
+    assert "libsodium 1.0.22" in report["guarantees"][2]["mechanism"]
     text = subprocess.run([str(python.parent / "pyisolate"), "doctor"], capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "Landlock ABI" in text.stdout and "Process containment" in text.stdout
     helped = subprocess.run([str(python.parent / "pyisolate"), "doctor", "--help"], capture_output=True, text=True)
