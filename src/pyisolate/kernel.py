@@ -287,7 +287,6 @@ def probe() -> dict:
         bpf_lsm["bpf_in_lsm_list"] = "bpf" in lsm.split(",")
         if not bpf_lsm["bpf_in_lsm_list"]:
             bpf_lsm["why"] = "the kernel runs without the bpf LSM (not in its lsm= list)"
-    bpf_lsm["programs_shipped"] = False  # the BPF part of the kernel-guard work is still to come
     host["bpf_lsm"] = bpf_lsm
     host["cgroup"] = _probe_cgroups()
     return host
