@@ -9,6 +9,9 @@
 - sealed 1 kB round trip between two processes of the built interpreter over a
   socketpair with framing.Channel (the code supervisor and cells run), against the same
   round trip unsealed (the same-run baseline).
+- 1 kB sandbox call (`Sandbox.call`) through the cell's native relay (broker_relay.c),
+  against the same call through the Python relay (the cell on the ctypes backend), the
+  two sandboxes called in alternating batches.
 
 Targets (SECURITY.md FAQ, issue 5): handshake <= 18 us classical, per-frame overhead
 < 400 ns, >= 2 M sealed 64 B frames/s/core, sealed 1 kB round trip <= 30 us.
@@ -137,6 +140,26 @@ def round_trip(sealed: bool, rounds: int, size: int = 1024) -> list[float]:
     return out
 
 
+def sandbox_calls(rounds: int, batch: int = 100) -> tuple[list[float], list[float]]:
+    """Per-call times of a 1 kB call through the native relay and through the Python one."""
+    import pyisolate as iso
+
+    lib = sorted(Path(sys.executable).resolve().parents[1].glob("lib/python3*/site-packages/pyisolate/lib*broker.so"))
+    payload = "x" * 1024
+    with iso.Supervisor(pool=0) as native, iso.Supervisor(pool=0) as fallback:
+        fallback.cell_env.update(PYISOLATE_BROKER_BACKEND="ctypes", PYISOLATE_BROKER_LIB=str(lib[0]))
+        sbs = [native.spawn("relay-native", "compute-only"), fallback.spawn("relay-python", "compute-only")]
+        times: list[list[float]] = [[], []]
+        for i in range(rounds // batch + 1):
+            for sb, out in zip(sbs, times, strict=True):
+                for _ in range(batch):
+                    t0 = time.perf_counter()
+                    sb.call("builtins.str", payload)
+                    if i:  # the first batch warms both up
+                        out.append(time.perf_counter() - t0)
+    return times[0], times[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -223,6 +246,16 @@ def main() -> int:
         target=TARGETS["rtt_1k"],
     )
     print(f"{'':24} {'':6} (unsealed round trip {base * 1e6:.1f} us, ratio {out[-1].ratio:.2f}x)")
+    via_native, via_python = sandbox_calls(3000 // q)
+    add(
+        "sandbox_call_1k",
+        "C",
+        via_native,
+        "1 kB sandbox call through the cell's native relay",
+        baseline=("the same call through the Python relay", results.summary(via_python)["median"]),
+        target="(no target)",
+    )
+    print(f"{'':24} {'':6} (Python relay {results.summary(via_python)['median'] * 1e6:.1f} us)")
     results.write_part(SUITE, out, quick=args.quick)
     return 0
 
