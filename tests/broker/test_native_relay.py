@@ -4,6 +4,7 @@
 ctypes backend the Python relay still runs."""
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,24 @@ def test_ctypes_backend_keeps_the_python_relay(cell_python):
         assert sb.call("len", "z" * 100_000) == 100_000
         names = thread_names(sb.cell.pid)
         assert PYTHON in names and NATIVE not in names
+
+
+def test_concurrent_sandboxes_share_the_relay(supervisor):
+    sbs = [supervisor.spawn(f"busy{i}") for i in range(3)]
+    assert len({sb.cell.pid for sb in sbs}) == 1
+    failures: list = []
+
+    def hammer(sb, i):
+        try:
+            for n in range(150):
+                text = f"{sb.name}:{n}:" + "w" * (n * 97 % 70_000)  # sizes across a read chunk
+                assert sb.call("builtins.str", text) == text
+        except Exception as exc:
+            failures.append((i, exc))
+
+    threads = [threading.Thread(target=hammer, args=(sb, i)) for i, sb in enumerate(sbs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures and not any(t.is_alive() for t in threads)
