@@ -238,10 +238,11 @@ def step_patch(the_plan: Plan, src: Path, reporter: Reporter) -> None:
             reporter.info(line)
 
 
-def build_env(flavour: profiles.Flavour, repo_root: Path) -> dict[str, str]:
+def build_env(flavour: profiles.Flavour, tree: Path) -> dict[str, str]:
     """configure's environment: CFLAGS/LDFLAGS end up in sysconfig (extensions inherit
     them); the build-only flags go in CFLAGS_NODIST/LDFLAGS_NODIST, which only CPython's
-    own build (the interpreter and the stdlib's extension modules) uses."""
+    own build (the interpreter and the stdlib's extension modules) uses. `tree` holds the
+    copies of the checkout files those flags name (`stage_flavour_files`)."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
     env.update(
         LC_ALL="C",
@@ -252,14 +253,26 @@ def build_env(flavour: profiles.Flavour, repo_root: Path) -> dict[str, str]:
         LINKFORSHARED=" ".join(flavour.exe_ldflags),
     )
     if flavour.build_cflags:
-        env["CFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_cflags, cache.root(), repo_root))
+        env["CFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_cflags, BUILD_ROOT, tree))
     if flavour.build_ldflags:
-        env["LDFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_ldflags, cache.root(), repo_root))
+        env["LDFLAGS_NODIST"] = " ".join(flavour.expand(flavour.build_ldflags, BUILD_ROOT, tree))
     env.update(flavour.env)
     return env
 
 
-def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path, repo_root: Path) -> audit.ElfReport:
+def stage_flavour_files(the_plan: Plan, repo: Repo, tree: Path) -> None:
+    """Copy the checkout files the build-only flags name ({repo}/PATH) to tree/PATH, so
+    that the flags, which sysconfig and clang's compile records keep, name the fixed build
+    tree rather than wherever the checkout is (builds from two checkouts are identical)."""
+    for rel, digest in the_plan.flavour_files.items():
+        data = (repo.root / rel).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise BuildError(f"{repo.root / rel} changed while building; run the build again")
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+
+
+def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path, tree: Path) -> audit.ElfReport:
     """Compile the probe with the flavour's flags and audit it: the flags must work.
     For a flavour that requires CFI, also run it: it must run, and a call through a
     pointer of the wrong function type (`toolchain-probe forge`) must die with SIGILL."""
@@ -268,15 +281,15 @@ def probe_toolchain(flavour: profiles.Flavour, probe_src: Path, work: Path, repo
         flavour.cc,
         *flavour.opt.split(),
         *flavour.cflags,
-        *flavour.expand(flavour.build_cflags, cache.root(), repo_root),
+        *flavour.expand(flavour.build_cflags, BUILD_ROOT, tree),
         *flavour.ldflags,
-        *flavour.expand(flavour.build_ldflags, cache.root(), repo_root),
+        *flavour.expand(flavour.build_ldflags, BUILD_ROOT, tree),
         *flavour.exe_ldflags,
         str(probe_src),
         "-o",
         str(exe),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=build_env(flavour, repo_root))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=build_env(flavour, tree))
     if proc.returncode != 0:
         raise BuildError(f"toolchain probe does not compile with flavour {flavour.name}:\n{proc.stderr}")
     report = audit.audit_file(exe, flavour.audit)
@@ -308,7 +321,8 @@ def _probe_cfi_traps(exe: Path) -> list[str]:
 
 def step_configure(the_plan: Plan, repo: Repo, src: Path, work: Path, reporter: Reporter) -> None:
     with reporter.phase("configure", the_plan.flavour.name):
-        probe_toolchain(the_plan.flavour, repo.probe, work, repo.root)
+        stage_flavour_files(the_plan, repo, src)
+        probe_toolchain(the_plan.flavour, repo.probe, work, src)
         reporter.info("toolchain probe: the flavour's flags give canaries, fortified calls, PIE, RELRO, NX")
         if the_plan.flavour.audit.cfi == "require":
             reporter.info("toolchain probe: cross-DSO CFI present; a forged indirect call traps (SIGILL)")
@@ -316,7 +330,7 @@ def step_configure(the_plan: Plan, repo: Repo, src: Path, work: Path, reporter: 
             "configure",
             ["./configure", *CONFIGURE_ARGS, *the_plan.flavour.configure],
             src,
-            build_env(the_plan.flavour, repo.root),
+            build_env(the_plan.flavour, src),
         )
 
 

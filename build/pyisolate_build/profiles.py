@@ -16,10 +16,13 @@ _CFI = ("require", "report", "off")
 DRIVER_VARS = frozenset(
     ["CC", "OPT", "CFLAGS", "LDFLAGS", "LINKFORSHARED", "CFLAGS_NODIST", "LDFLAGS_NODIST", "LC_ALL"]
 )
-# Placeholders the build-only flags may use, filled in by the driver at build time. They
-# name places, so their values never join the cache key; the content of a checkout file
-# named with {repo}/PATH does (see `repo_files`).
-PLACEHOLDERS = ("{cache}", "{repo}")
+# Placeholders the build-only flags may use, filled in by the driver at build time. Both
+# stand for paths that are the same on every machine and checkout, because configure
+# records these flags in sysconfig and clang in every object's compile record: {build} is
+# the fixed build root, {repo}/PATH a checkout file that the driver copies into the
+# (fixed) build tree. Their values never join the cache key; the content of a file named
+# with {repo}/PATH does (see `repo_files`).
+PLACEHOLDERS = ("{build}", "{repo}")
 _REPO_FILE = re.compile(r"\{repo\}/([^\s,=]+)")
 
 
@@ -67,9 +70,10 @@ class Flavour:
             key["env"] = dict(self.env)
         return key
 
-    def expand(self, flags: tuple[str, ...], cache_root: Path, repo_root: Path) -> list[str]:
-        """`flags` with the placeholders filled in for this machine."""
-        return [flag.replace("{cache}", str(cache_root)).replace("{repo}", str(repo_root)) for flag in flags]
+    def expand(self, flags: tuple[str, ...], build_root: Path, tree: Path) -> list[str]:
+        """`flags` with {build} as `build_root` and {repo} as `tree`, the build tree that
+        holds the copies of the checkout files the flags name."""
+        return [flag.replace("{build}", str(build_root)).replace("{repo}", str(tree)) for flag in flags]
 
     def repo_files(self) -> list[str]:
         """Checkout files the build-only flags name ({repo}/PATH), as PATHs."""

@@ -131,9 +131,14 @@ def test_build_env_fills_in_placeholders_and_keeps_build_flags_apart(clang, tmp_
     monkeypatch.setenv("PYISOLATE_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("CFLAGS_NODIST", "-O0")  # the caller's flags never reach the build
     flavour = cpython.profiles.load(clang.profiles)["cfi"]
-    env = cpython.build_env(flavour, clang.root)
-    assert f"-Wl,--thinlto-cache-dir={tmp_path / 'c'}/thinlto" in env["LDFLAGS_NODIST"].split()
-    assert env["CFLAGS_NODIST"] == f"-fsanitize-ignorelist={clang.root}/cpython-patches/cfi-ignorelist.txt"
+    tree = tmp_path / "build-tree"
+    env = cpython.build_env(flavour, tree)
+    # Paths the same for every checkout and cache (sysconfig and clang's compile records
+    # keep them): the fixed build root and the build tree's copy of the ignore list.
+    assert f"-Wl,--thinlto-cache-dir={cpython.BUILD_ROOT}/thinlto" in env["LDFLAGS_NODIST"].split()
+    assert env["CFLAGS_NODIST"] == f"-fsanitize-ignorelist={tree}/cpython-patches/cfi-ignorelist.txt"
+    for where in (f"{tmp_path / 'c'}/", f"{clang.root}/cpython-patches"):
+        assert where not in env["CFLAGS_NODIST"] + env["LDFLAGS_NODIST"]
     assert "{" not in env["CFLAGS"] + env["LDFLAGS"] and "thinlto" not in env["LDFLAGS"]
     assert (env["CC"], env["AR"], env["RANLIB"]) == ("clang-19", "llvm-ar-19", "llvm-ranlib-19")
 

@@ -42,7 +42,9 @@ def test_flavours_without_the_new_keys_keep_their_key_shape(tmp_path):
         ('env = { CC = "clang" }', "CC is set by the driver"),
         ('env = { ar = "x" }', "not an environment variable name"),
         ("env = { AR = 1 }", "'env' must be a table of strings"),
-        ('cflags = ["-I{cache}"]', "placeholders are only for build_cflags/build_ldflags"),
+        ('cflags = ["-I{build}"]', "placeholders are only for build_cflags/build_ldflags"),
+        # A per-machine path would land in sysconfig and the compile records.
+        ('build_ldflags = ["-Wl,--thinlto-cache-dir={cache}/t"]', "unknown placeholder"),
         ('build_ldflags = ["-L{home}"]', "unknown placeholder"),
         ('ldflgs = ["-s"]', "unknown keys ['ldflgs']"),
         ('[flavour.x.audit]\ncfi = "yes"', "'cfi' must be one of"),
@@ -56,7 +58,7 @@ def test_bad_profiles_are_refused(tmp_path, extra, message):
 
 def test_placeholders_are_filled_in(tmp_path):
     (flavour,) = load(
-        tmp_path, MINIMAL + 'build_cflags = ["-fsanitize-ignorelist={repo}/a/b.txt", "-DX={cache}/y"]\n'
+        tmp_path, MINIMAL + 'build_cflags = ["-fsanitize-ignorelist={repo}/a/b.txt", "-DX={build}/y"]\n'
     ).values()
     assert flavour.expand(flavour.build_cflags, tmp_path / "c", tmp_path / "r") == [
         f"-fsanitize-ignorelist={tmp_path / 'r'}/a/b.txt",

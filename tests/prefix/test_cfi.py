@@ -174,6 +174,28 @@ def test_cfi_interpreter_is_clang_with_cfi(cfi_dist):
         assert "ignorelist" not in flags[var] and "thinlto-cache" not in flags[var], flags[var]
 
 
+def test_cfi_build_records_no_checkout_or_cache_path(cfi_dist):
+    """The build-only flags name paths that are the same for every checkout and cache (the
+    ignore list's copy in the fixed build tree, the ThinLTO cache under the fixed build
+    root), so two checkouts build identical bytes. Where they are kept: sysconfig (the
+    data module, its JSON twin, the Makefile) and clang's compile record in every ELF."""
+    from elftools.elf.elffile import ELFFile
+
+    from pyisolate_build import cache
+
+    stdlib = cfi_dist / "lib" / "python3.14t"
+    kept = {p: p.read_bytes() for p in [*stdlib.glob("_sysconfig*"), *stdlib.glob("config-*/Makefile")]}
+    for elf in [cfi_dist / "bin" / "python3.14t", *sorted((stdlib / "lib-dynload").glob("*.so"))]:
+        with elf.open("rb") as f:
+            section = ELFFile(f).get_section_by_name(".GCC.command.line")
+            assert section is not None, f"{elf}: no compile record"
+            kept[elf] = section.data()
+    assert b"cfi-ignorelist.txt" in kept[cfi_dist / "bin" / "python3.14t"]
+    for where in (f"{ROOT}/", f"{cache.root()}/"):
+        leaking = sorted(str(p.relative_to(cfi_dist)) for p, data in kept.items() if where.encode() in data)
+        assert not leaking, f"{where} recorded in {leaking}"
+
+
 def _host_code(reports):
     """ELF files that run on the host: the BPF objects (programs for the kernel's verifier,
     relocatable, every check n/a) are not."""
