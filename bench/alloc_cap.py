@@ -174,6 +174,24 @@ def main() -> int:
         tmp = args.json.with_suffix(".tmp")
         tmp.write_text(json.dumps({"rows": rows, "geomean": geo, "baseline": str(baseline), "runs": runs}, indent=1))
         tmp.replace(args.json)
+    # The same figures in the common results format (bench/results.py), for results.json and the report.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import results as common
+
+    parts = [
+        common.Result.of(
+            "alloc_cap",
+            f"alloc_cap.{name}",
+            "memory-cap patch",
+            "s",
+            results["patched"][name],
+            baseline=("the same flavour without the patch", statistics.median(results["baseline"][name])),
+            label=f"{name}: CPU time with the per-interpreter memory cap",
+            target="≤ 1.02x (geomean)",
+        )
+        for name in results["baseline"]
+    ]
+    common.write_part("alloc_cap", parts, quick=args.quick)
     return 0
 
 
