@@ -175,6 +175,44 @@ def rcu_grace_period() -> None:
         raise OSError(err, f"membarrier(MEMBARRIER_CMD_GLOBAL): {os.strerror(err)}")
 
 
+class Reaper:
+    """Removes retired rule sets once no BPF program can still be reading them: every set
+    in a batch was unhooked before the grace period started. One wait serves a whole batch,
+    so reloads at any rate cost one grace period per ~10 ms, not one each. `drop(*entry)`
+    removes one retired entry; `close()` drains what is left, then returns."""
+
+    def __init__(self, drop, name: str):
+        self._drop = drop
+        self._retired: list[tuple] = []
+        self._cv = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def retire(self, entry: tuple) -> None:
+        with self._cv:
+            self._retired.append(entry)
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._retired and not self._closing:
+                    self._cv.wait()
+                batch, self._retired = self._retired, []
+                if not batch and self._closing:
+                    return
+            rcu_grace_period()
+            for entry in batch:
+                self._drop(*entry)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+
+
 class Guard:
     """guard.bpf.o loaded (verified bytes) and attached: tp_btf programs globally, the
     cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
@@ -194,27 +232,8 @@ class Guard:
         self._sets: dict[int, tuple[int, list]] = {}  # policy -> (its rule set, the set's entries)
         self._lock = threading.Lock()
         self._events: deque = deque(maxlen=EVENT_LOG)
-        # Rule sets replaced by a reload, removed after an RCU grace period (see _reap).
-        self._retired: list[tuple[int, list]] = []
-        self._retired_cv = threading.Condition()
-        self._closing = False
-        self._reaper = threading.Thread(target=self._reap, name="pyisolate-bpf-reaper", daemon=True)
-        self._reaper.start()
-
-    def _reap(self) -> None:
-        """Remove retired rule sets once no program can still be reading them: every set in
-        a batch was unhooked before the grace period started. One wait serves a whole batch,
-        so reloads at any rate cost one grace period per ~10 ms, not one each."""
-        while True:
-            with self._retired_cv:
-                while not self._retired and not self._closing:
-                    self._retired_cv.wait()
-                batch, self._retired = self._retired, []
-                if not batch and self._closing:
-                    return
-            rcu_grace_period()
-            for rule_set, entries in batch:
-                self._drop_set(rule_set, entries)
+        # Rule sets replaced by a reload, removed after an RCU grace period.
+        self._reaper = Reaper(self._drop_set, "pyisolate-bpf-reaper")
 
     def _new_set(self, connect) -> tuple[int, list]:
         entries = rule_entries(connect)
@@ -247,9 +266,7 @@ class Guard:
         self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
         # A program that read the old set's id just before the switch may still be looking
         # its rules up: they are removed only after every such program has returned.
-        with self._retired_cv:
-            self._retired.append(old)
-            self._retired_cv.notify()
+        self._reaper.retire(old)
 
     def drop_policy(self, policy: int) -> None:
         """The policy allows nothing from now on (its rule set is gone)."""
@@ -283,10 +300,7 @@ class Guard:
         return self._lib.bpf_guard_counters(self._handle)
 
     def close(self) -> None:
-        with self._retired_cv:
-            self._closing = True
-            self._retired_cv.notify()
-        self._reaper.join()
+        self._reaper.close()
         self._lib.bpf_guard_close(self._handle)
 
 

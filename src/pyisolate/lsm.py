@@ -144,23 +144,7 @@ class LsmGuard:
         self._sets: dict[int, tuple[int, dict, list]] = {}  # policy -> (set, fs entries, net entries)
         self._lock = threading.Lock()
         self._events: deque = deque(maxlen=bpf.EVENT_LOG)
-        self._retired: list[tuple[int, dict, list]] = []
-        self._retired_cv = threading.Condition()
-        self._closing = False
-        self._reaper = threading.Thread(target=self._reap, name="pyisolate-lsm-reaper", daemon=True)
-        self._reaper.start()
-
-    def _reap(self) -> None:
-        while True:
-            with self._retired_cv:
-                while not self._retired and not self._closing:
-                    self._retired_cv.wait()
-                batch, self._retired = self._retired, []
-                if not batch and self._closing:
-                    return
-            bpf.rcu_grace_period()  # every program that read an old set's id has returned
-            for entry in batch:
-                self._drop_set(*entry)
+        self._reaper = bpf.Reaper(self._drop_set, "pyisolate-lsm-reaper")
 
     def _new_set(self, fs: dict, net: list) -> tuple[int, dict, list]:
         with self._lock:
@@ -192,17 +176,13 @@ class LsmGuard:
             raise KeyError(f"no BPF-LSM policy {policy}")
         self._sets[policy] = self._new_set(fs, net)
         self._lib.bpf_lsm_rule_set(self._handle, policy, self._sets[policy][0])
-        with self._retired_cv:
-            self._retired.append(old)
-            self._retired_cv.notify()
+        self._reaper.retire(old)
 
     def drop_policy(self, policy: int) -> None:
         old = self._sets.pop(policy, None)
         self._lib.bpf_lsm_rule_set(self._handle, policy, None)
         if old is not None:
-            with self._retired_cv:
-                self._retired.append(old)
-                self._retired_cv.notify()
+            self._reaper.retire(old)
 
     def mark_thread(self, tid: int, policy: int, flags: int = SANDBOX_FLAGS) -> str:
         """Mark a thread; returns how ("PIDFD_THREAD", or "pending" before Linux 6.9)."""
@@ -220,10 +200,7 @@ class LsmGuard:
             return list(self._events)
 
     def close(self) -> None:
-        with self._retired_cv:
-            self._closing = True
-            self._retired_cv.notify()
-        self._reaper.join()
+        self._reaper.close()
         self._lib.bpf_lsm_close(self._handle)
 
 
