@@ -172,10 +172,7 @@ def build(repo: cpython.Repo, reporter: Reporter, update_manifest: bool = False)
         reporter.skip("bpf", f"cached: {artefact}")
     else:
         with reporter.phase("bpf", ", ".join(p.name for p in programs(repo)) or "no programs"):
-            work = cache.root() / "work" / artefact.name
-            if work.exists():
-                shutil.rmtree(work)
-            work.mkdir(parents=True)
+            work = cache.work_dir(artefact.name)
             names = []
             for source in programs(repo):
                 stem = source.name.removesuffix(".bpf.c")

@@ -30,6 +30,16 @@ def file_digest(*paths: Path) -> str:
     return digest.hexdigest()
 
 
+def work_dir(name: str) -> Path:
+    """An empty scratch directory for building artefact `name` (a leftover of an
+    interrupted build is removed first)."""
+    work = root() / "work" / name
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return work
+
+
 def publish(staging: Path, final: Path) -> None:
     """Move a finished artefact into place in one rename; a stale copy is replaced."""
     final.parent.mkdir(parents=True, exist_ok=True)

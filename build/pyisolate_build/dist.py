@@ -66,9 +66,7 @@ def overlay(repo: cpython.Repo, base: Path, extension: Path, reporter: Reporter,
         reporter.skip("overlay", f"cached: {artefact}")
         return prefix
     with reporter.phase("overlay", "pyisolate runtime, sitecustomize, _pyisolate, bin/ entry points"):
-        work = cache.root() / "work" / name
-        if work.exists():
-            shutil.rmtree(work)
+        work = cache.work_dir(name)
         staged = work / "prefix"
         # Hard links: the CPython tree is never modified in place, so sharing its inodes
         # with the cached CPython artefact costs no space and takes a second.

@@ -57,10 +57,7 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
     with reporter.phase("libbpf", f"libbpf {source.version} (static, PIC)"):
         tarball = fetch.fetch(source, cache.root() / "downloads", log=reporter.info)
         fetch.verify(source, tarball, str(tarball))
-        work = cache.root() / "work" / artefact.name
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
+        work = cache.work_dir(artefact.name)
         with tarfile.open(tarball) as tf:
             archives.extract(tf, work / "src")
         tree = next((work / "src").glob("libbpf-*")) / "src"

@@ -69,10 +69,7 @@ def build(
         reporter.skip("native", f"cached: {artefact}")
         return artefact / json.loads(info.read_text())["module"]
     with reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)"):
-        work = cache.root() / "work" / name
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
+        work = cache.work_dir(name)
         venv, wheels, staged = work / "venv", work / "wheel", work / "artefact"
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV and not k.startswith("PIP_")}
         env.update(LC_ALL="C", CMAKE_GENERATOR="Unix Makefiles", PIP_DISABLE_PIP_VERSION_CHECK="1")

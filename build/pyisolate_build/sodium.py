@@ -104,10 +104,7 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
     with reporter.phase("sodium", f"libsodium {source.version} (conan, static, PIC)"):
         tarball = fetch.fetch(source, cache.root() / "downloads", log=reporter.info)
         fetch.verify(source, tarball, str(tarball))
-        work = cache.root() / "work" / artefact.name
-        if work.exists():
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
+        work = cache.work_dir(artefact.name)
         compiler, version = _compiler(config["CC"])
         cflags, ldflags = _flags(config["CONFIGURE_CFLAGS"]), _flags(config["LDFLAGS"])
         profile = work / "profile"
