@@ -1,6 +1,7 @@
 """A supervisor whose sandbox sockets are numbered above 1023 (about 1000 sandboxes in
 one process, as bench/scaling.py makes) still waits on them: select() cannot."""
 
+import gc
 import os
 import resource
 import time
@@ -21,13 +22,21 @@ def test_sandbox_socket_above_fd_1023(cell_python):
                 return
 
     try:
-        # Earlier tests' supervisors may still be closing descriptors from their threads
-        # (cells ending, watchdogs stopping): each such close opens a hole low down.
+        # Descriptors can be freed low down while the test runs: earlier tests' objects
+        # collected by the GC, their supervisors' threads still closing cells and watchdogs.
+        # Each such close opens a hole the next socket takes, so collect, settle, fill, and
+        # spawn again (a few times at most) until the sandbox's socket is numbered high.
+        gc.collect()
         time.sleep(1)
         fill()
         with iso.Supervisor(python=cell_python, pool=0) as sup:
-            fill()  # holes opened meanwhile
-            sb = sup.spawn("high-fd", "compute-only")
+            for attempt in range(5):
+                gc.collect()
+                fill()  # holes opened meanwhile
+                sb = sup.spawn(f"high-fd-{attempt}", "compute-only")
+                if sb._channel.sock.fileno() > 1023:
+                    break
+                sb.close()
             assert sb._channel.sock.fileno() > 1023
             assert sb.call("builtins.len", "x" * 1024) == 1024
             sb.exec("post(6 * 7)")
