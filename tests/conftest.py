@@ -50,6 +50,18 @@ def cfi_dist() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hardened_dist() -> Path:
+    """The prefix of the gcc `hardened` flavour (PYISOLATE_HARDENED_DIST, default
+    out/dist/hardened): what the cfi tests compare with."""
+    prefix = Path(os.environ.get("PYISOLATE_HARDENED_DIST", ROOT / "out" / "dist" / "hardened"))
+    need(
+        (prefix / "bin" / "python3.14t").is_file(),
+        f"no hardened build at {prefix}; run `./dev dist -- --flavour hardened`",
+    )
+    return prefix.resolve()
+
+
+@pytest.fixture(scope="session")
 def cell_python(python: Path) -> str:
     """Cells run on the built interpreter, with the runtime installed in it."""
     need(

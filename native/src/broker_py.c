@@ -104,8 +104,9 @@ done:
 }
 
 static void
-handshake_dealloc(HandshakeObject *self)
+handshake_dealloc(PyObject *op)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     PyTypeObject *tp = Py_TYPE(self);
     pyi_handshake_clear(&self->hs);
     tp->tp_free(self);
@@ -125,8 +126,9 @@ handshake_note(HandshakeObject *self)
 }
 
 static PyObject *
-handshake_write(HandshakeObject *self, PyObject *args)
+handshake_write(PyObject *op, PyObject *args)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     Py_buffer payload = {0};
     PyObject *out = NULL;
     if (!PyArg_ParseTuple(args, "|y*:write_message", &payload)) {
@@ -156,8 +158,9 @@ done:
 }
 
 static PyObject *
-handshake_read(HandshakeObject *self, PyObject *arg)
+handshake_read(PyObject *op, PyObject *arg)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     Py_buffer msg;
     PyObject *result = NULL;
     uint8_t *plain = NULL;
@@ -199,8 +202,9 @@ typedef struct {
 } TransportObject;
 
 static PyObject *
-handshake_to_transport(HandshakeObject *self, PyObject *unused)
+handshake_to_transport(PyObject *op, PyObject *unused)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     PyTypeObject *tp = (PyTypeObject *)state.transport_type;
     TransportObject *t = (TransportObject *)tp->tp_alloc(tp, 0);
     if (t == NULL) {
@@ -220,14 +224,16 @@ handshake_to_transport(HandshakeObject *self, PyObject *unused)
 }
 
 static PyObject *
-handshake_get_finished(HandshakeObject *self, void *closure)
+handshake_get_finished(PyObject *op, void *closure)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     return PyBool_FromLong(self->hs.step == 2 || self->consumed);
 }
 
 static PyObject *
-handshake_get_remote_static(HandshakeObject *self, void *closure)
+handshake_get_remote_static(PyObject *op, void *closure)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     if (!self->have_rs) {
         Py_RETURN_NONE;
     }
@@ -235,8 +241,9 @@ handshake_get_remote_static(HandshakeObject *self, void *closure)
 }
 
 static PyObject *
-handshake_get_hash(HandshakeObject *self, void *closure)
+handshake_get_hash(PyObject *op, void *closure)
 {
+    HandshakeObject *self = (HandshakeObject *)op;
     if (!(self->hs.step == 2 || self->consumed)) {
         Py_RETURN_NONE;
     }
@@ -244,20 +251,20 @@ handshake_get_hash(HandshakeObject *self, void *closure)
 }
 
 static PyMethodDef handshake_methods[] = {
-    {"write_message", (PyCFunction)handshake_write, METH_VARARGS,
+    {"write_message", handshake_write, METH_VARARGS,
      "write_message(payload=b'') -> bytes: the next handshake message (this side's turn)."},
-    {"read_message", (PyCFunction)handshake_read, METH_O,
+    {"read_message", handshake_read, METH_O,
      "read_message(message) -> bytes: process the peer's message; its payload. Any failure ends the handshake."},
-    {"to_transport", (PyCFunction)handshake_to_transport, METH_NOARGS,
+    {"to_transport", handshake_to_transport, METH_NOARGS,
      "to_transport() -> SealedTransport: Split(); consumes the finished handshake (its secrets are wiped)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef handshake_getset[] = {
-    {"finished", (getter)handshake_get_finished, NULL, "both messages processed", NULL},
-    {"remote_static", (getter)handshake_get_remote_static, NULL,
+    {"finished", handshake_get_finished, NULL, "both messages processed", NULL},
+    {"remote_static", handshake_get_remote_static, NULL,
      "the initiator's static public key (responder side, after message 1)", NULL},
-    {"handshake_hash", (getter)handshake_get_hash, NULL, "h after the handshake (channel binding)", NULL},
+    {"handshake_hash", handshake_get_hash, NULL, "h after the handshake (channel binding)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -282,8 +289,9 @@ static PyType_Spec handshake_spec = {
 /* ---- SealedTransport ------------------------------------------------------------------ */
 
 static void
-transport_dealloc(TransportObject *self)
+transport_dealloc(PyObject *op)
 {
+    TransportObject *self = (TransportObject *)op;
     PyTypeObject *tp = Py_TYPE(self);
     pyi_transport_close(&self->t);
     tp->tp_free(self);
@@ -291,8 +299,9 @@ transport_dealloc(TransportObject *self)
 }
 
 static PyObject *
-transport_seal(TransportObject *self, PyObject *arg)
+transport_seal(PyObject *op, PyObject *arg)
 {
+    TransportObject *self = (TransportObject *)op;
     Py_buffer in;
     if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -316,8 +325,9 @@ transport_seal(TransportObject *self, PyObject *arg)
 }
 
 static PyObject *
-transport_frame_length(TransportObject *self, PyObject *arg)
+transport_frame_length(PyObject *op, PyObject *arg)
 {
+    TransportObject *self = (TransportObject *)op;
     Py_buffer hdr;
     if (PyObject_GetBuffer(arg, &hdr, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -340,8 +350,9 @@ transport_frame_length(TransportObject *self, PyObject *arg)
 }
 
 static PyObject *
-transport_open(TransportObject *self, PyObject *arg)
+transport_open(PyObject *op, PyObject *arg)
 {
+    TransportObject *self = (TransportObject *)op;
     Py_buffer in;
     if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -374,8 +385,9 @@ transport_open(TransportObject *self, PyObject *arg)
 }
 
 static PyObject *
-transport_close(TransportObject *self, PyObject *unused)
+transport_close(PyObject *op, PyObject *unused)
 {
+    TransportObject *self = (TransportObject *)op;
     PyMutex_Lock(&self->recv_lock);
     PyMutex_Lock(&self->send_lock);
     pyi_transport_close(&self->t);
@@ -385,8 +397,9 @@ transport_close(TransportObject *self, PyObject *unused)
 }
 
 static PyObject *
-transport_set_for_testing_only(TransportObject *self, PyObject *args, PyObject *kwargs)
+transport_set_for_testing_only(PyObject *op, PyObject *args, PyObject *kwargs)
 {
+    TransportObject *self = (TransportObject *)op;
     static char *kwlist[] = {"send_nonce", "recv_nonce", "rekey_interval", NULL};
     PyObject *send = Py_None, *recv = Py_None, *interval = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOO", kwlist, &send, &recv, &interval)) {
@@ -417,8 +430,9 @@ done:
 }
 
 static PyObject *
-transport_key_digest_for_testing_only(TransportObject *self, PyObject *unused)
+transport_key_digest_for_testing_only(PyObject *op, PyObject *unused)
 {
+    TransportObject *self = (TransportObject *)op;
     /* A digest of both keys, never the keys: shows that a rekey rotated them. */
     uint8_t digest[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_state st;
@@ -434,8 +448,9 @@ transport_key_digest_for_testing_only(TransportObject *self, PyObject *unused)
 }
 
 static PyObject *
-transport_rekey(TransportObject *self, PyObject *unused)
+transport_rekey(PyObject *op, PyObject *unused)
 {
+    TransportObject *self = (TransportObject *)op;
     /* Noise Rekey() of the send direction; the peer must call rekey_recv() in lockstep. */
     PyMutex_Lock(&self->send_lock);
     if (!self->t.closed) {
@@ -446,8 +461,9 @@ transport_rekey(TransportObject *self, PyObject *unused)
 }
 
 static PyObject *
-transport_rekey_recv(TransportObject *self, PyObject *unused)
+transport_rekey_recv(PyObject *op, PyObject *unused)
 {
+    TransportObject *self = (TransportObject *)op;
     PyMutex_Lock(&self->recv_lock);
     if (!self->t.closed) {
         pyi_cipher_rekey(&self->t.recv);
@@ -457,51 +473,55 @@ transport_rekey_recv(TransportObject *self, PyObject *unused)
 }
 
 static PyObject *
-transport_get_closed(TransportObject *self, void *c)
+transport_get_closed(PyObject *op, void *c)
 {
+    TransportObject *self = (TransportObject *)op;
     return PyBool_FromLong(self->t.closed);
 }
 
 static PyObject *
-transport_get_send_nonce(TransportObject *self, void *c)
+transport_get_send_nonce(PyObject *op, void *c)
 {
+    TransportObject *self = (TransportObject *)op;
     return PyLong_FromUnsignedLongLong(self->t.send.n);
 }
 
 static PyObject *
-transport_get_recv_nonce(TransportObject *self, void *c)
+transport_get_recv_nonce(PyObject *op, void *c)
 {
+    TransportObject *self = (TransportObject *)op;
     return PyLong_FromUnsignedLongLong(self->t.recv.n);
 }
 
 static PyObject *
-transport_get_rekey_interval(TransportObject *self, void *c)
+transport_get_rekey_interval(PyObject *op, void *c)
 {
+    TransportObject *self = (TransportObject *)op;
     return PyLong_FromUnsignedLongLong(self->t.rekey_interval);
 }
 
 static PyMethodDef transport_methods[] = {
-    {"seal", (PyCFunction)transport_seal, METH_O,
+    {"seal", transport_seal, METH_O,
      "seal(payload) -> bytes: one frame (4-byte big-endian length + ciphertext and tag)."},
-    {"frame_length", (PyCFunction)transport_frame_length, METH_O,
+    {"frame_length", transport_frame_length, METH_O,
      "frame_length(header) -> int: the sealed length a 4-byte header announces; a bad one closes the transport."},
-    {"open", (PyCFunction)transport_open, METH_O,
+    {"open", transport_open, METH_O,
      "open(body) -> bytes: authenticate and decrypt one frame's body; any failure closes the transport."},
-    {"close", (PyCFunction)transport_close, METH_NOARGS, "close(): wipe both keys; every later call is refused."},
-    {"rekey", (PyCFunction)transport_rekey, METH_NOARGS, "rekey(): Noise Rekey() of the sending key."},
-    {"rekey_recv", (PyCFunction)transport_rekey_recv, METH_NOARGS, "rekey_recv(): Noise Rekey() of the receiving key."},
+    {"close", transport_close, METH_NOARGS, "close(): wipe both keys; every later call is refused."},
+    {"rekey", transport_rekey, METH_NOARGS, "rekey(): Noise Rekey() of the sending key."},
+    {"rekey_recv", transport_rekey_recv, METH_NOARGS, "rekey_recv(): Noise Rekey() of the receiving key."},
     {"set_for_testing_only", (PyCFunction)(void (*)(void))transport_set_for_testing_only,
      METH_VARARGS | METH_KEYWORDS, "set_for_testing_only(*, send_nonce, recv_nonce, rekey_interval): tests only."},
-    {"key_digest_for_testing_only", (PyCFunction)transport_key_digest_for_testing_only, METH_NOARGS,
+    {"key_digest_for_testing_only", transport_key_digest_for_testing_only, METH_NOARGS,
      "SHA-256 of both keys (never the keys): tests only."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef transport_getset[] = {
-    {"closed", (getter)transport_get_closed, NULL, "refuses everything (closed, or a frame failed)", NULL},
-    {"send_nonce", (getter)transport_get_send_nonce, NULL, "the next sending counter", NULL},
-    {"recv_nonce", (getter)transport_get_recv_nonce, NULL, "the next expected receiving counter", NULL},
-    {"rekey_interval", (getter)transport_get_rekey_interval, NULL, "frames between lockstep rekeys", NULL},
+    {"closed", transport_get_closed, NULL, "refuses everything (closed, or a frame failed)", NULL},
+    {"send_nonce", transport_get_send_nonce, NULL, "the next sending counter", NULL},
+    {"recv_nonce", transport_get_recv_nonce, NULL, "the next expected receiving counter", NULL},
+    {"rekey_interval", transport_get_rekey_interval, NULL, "frames between lockstep rekeys", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -212,10 +212,43 @@ def test_audit_requires_cfi_on_every_elf_of_the_cfi_build(cfi_dist):
     assert sum(1 for r in reports if "lib-dynload" in r.path) > 50
 
 
-def test_audit_reports_no_cfi_on_the_hardened_build(dist):
-    reports = audit.audit_tree(dist, FLAVOURS["hardened"].audit)
+def test_audit_reports_no_cfi_on_the_hardened_build(hardened_dist):
+    reports = audit.audit_tree(hardened_dist, FLAVOURS["hardened"].audit)
     assert audit.failures(reports) == []
     assert {r.checks["cfi"].status for r in _host_code(reports)} == {audit.WARN}
+
+
+# The runtime's own extension: every method and getter of its types, and its functions,
+# called through CPython's typed slots. A method defined with its object's struct type for
+# `self` (rather than PyObject *) is a type mismatch CFI kills: the sealed broker's types
+# had exactly that until the cfi build ran the broker.
+RUNTIME_EXTENSION = """
+import os, _pyisolate as p
+i_s, i_p = p.x25519_keypair(); r_s, r_p = p.x25519_keypair()
+assert p.x25519_public(i_s) == i_p and p.sodium_version() == "1.0.22"
+pk, sk = p.xwing_keypair(os.urandom(32)); ct, ss = p.xwing_encapsulate(pk)
+assert p.xwing_decapsulate(ct, sk) == ss
+i = p.NoiseHandshake(True, i_s, prologue=b"cfi", remote_static=r_p)
+r = p.NoiseHandshake(False, r_s, prologue=b"cfi")
+r.read_message(i.write_message(b"hello"))
+i.read_message(r.write_message(b"back"))
+assert i.finished and r.remote_static == i_p and i.handshake_hash == r.handshake_hash
+a, b = i.to_transport(), r.to_transport()
+frame = a.seal(b"x" * 1000)
+assert a.frame_length(frame[:4]) == len(frame) - 4 and b.open(frame[4:]) == b"x" * 1000
+a.rekey(); b.rekey_recv()
+assert b.open(a.seal(b"y")[4:]) == b"y"
+assert (a.send_nonce, b.recv_nonce, a.closed) == (2, 2, False) and a.rekey_interval > 0
+assert len(a.key_digest_for_testing_only()) > 0
+a.close(); assert a.closed
+del a, b, i, r
+print("ok")
+"""
+
+
+def test_runtime_extension_runs_under_cfi(cfi_dist):
+    proc = run(cfi_dist / "bin" / "python3.14t", "-I", "-c", RUNTIME_EXTENSION)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])
 
 
 # --- CPython's tests in trap mode --------------------------------------------------------
@@ -239,8 +272,8 @@ def cfi_extension(cfi_dist, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def hardened_extension(dist, tmp_path_factory) -> Path:
-    return build_extension(dist / "bin" / "python3.14t", tmp_path_factory.mktemp("hardened-ext")).parent
+def hardened_extension(hardened_dist, tmp_path_factory) -> Path:
+    return build_extension(hardened_dist / "bin" / "python3.14t", tmp_path_factory.mktemp("hardened-ext")).parent
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +299,8 @@ def test_forged_call_dies_with_sigill_on_cfi(cfi_dist, cfi_extension, name):
 
 
 @pytest.mark.parametrize("name", FORGED)
-def test_forged_call_runs_on_hardened(dist, hardened_extension, name):
-    proc = call(dist / "bin" / "python3.14t", hardened_extension, name)
+def test_forged_call_runs_on_hardened(hardened_dist, hardened_extension, name):
+    proc = call(hardened_dist / "bin" / "python3.14t", hardened_extension, name)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.split() == [str(RIGHT), "survived"]
 
