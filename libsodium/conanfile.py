@@ -45,7 +45,11 @@ class LibsodiumConan(ConanFile):
             raise ConanInvalidConfiguration("PyIsolate builds libsodium for Linux only")
 
     def layout(self):
+        # Built in its source tree: then libsodium's configure sets srcdir to "." and every
+        # -I path the compiler sees is relative. Out of tree they name conan's build folder,
+        # a random name per build, and clang records each object's whole command line.
         basic_layout(self, src_folder="src")
+        self.folders.build = self.folders.source
 
     def source(self):
         tarball = self.conf.get("user.pyisolate:tarball", check_type=str)

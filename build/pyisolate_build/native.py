@@ -68,16 +68,30 @@ def build(
     if info.is_file():
         reporter.skip("native", f"cached: {artefact}")
         return artefact / json.loads(info.read_text())["module"]
-    with reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)"):
+    with reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)"), cpython._build_dir(name) as fixed:
         work = cache.work_dir(name)
-        venv, wheels, staged = work / "venv", work / "wheel", work / "artefact"
+        venv, wheels, staged = fixed / "venv", fixed / "wheel", work / "artefact"
+        # clang's -frecord-command-line keeps each object's whole command line (the audit
+        # reads it back), -I paths and the source file's path included: so the sources and
+        # every directory CMake hands to the compiler are copied under the fixed build
+        # directory (cpython._build_dir), the same for every checkout and cache, and the
+        # module is byte-identical wherever it is built.
+        source = fixed / "native"
+        shutil.copytree(repo.root / "native", source, ignore=shutil.ignore_patterns("build", "_skbuild", "__pycache__"))
+        shutil.copytree(sodium_prefix, fixed / "sodium")
+        shutil.copytree(base / "include", fixed / "python-include")
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV and not k.startswith("PIP_")}
         env.update(LC_ALL="C", CMAKE_GENERATOR="Unix Makefiles", PIP_DISABLE_PIP_VERSION_CHECK="1")
-        env["PYI_SODIUM_PREFIX"] = str(sodium_prefix)
+        env["PYI_SODIUM_PREFIX"] = str(fixed / "sodium")
+        headers = next((fixed / "python-include").glob("python3*"))
+        defines = [env.get("SKBUILD_CMAKE_DEFINE", ""), f"PYI_PYTHON_INCLUDE={headers}"]
         if bpf_dir is not None:
-            defines = [env.get("SKBUILD_CMAKE_DEFINE", ""), f"PYI_BPF_SKEL_DIR={bpf_dir}"]
-            defines += [f"PYI_LIBBPF_PREFIX={libbpf_dir}"] if libbpf_dir else []
-            env["SKBUILD_CMAKE_DEFINE"] = ";".join(d for d in defines if d)
+            shutil.copytree(bpf_dir, fixed / "bpf")
+            defines += [f"PYI_BPF_SKEL_DIR={fixed / 'bpf'}"]
+        if libbpf_dir is not None:
+            shutil.copytree(libbpf_dir, fixed / "libbpf")
+            defines += [f"PYI_LIBBPF_PREFIX={fixed / 'libbpf'}"]
+        env["SKBUILD_CMAKE_DEFINE"] = ";".join(d for d in defines if d)
         python = str(base / "bin" / "python3.14t")
         # The interpreter's own compiler (CMake reads $CC; its flags come from sysconfig in CMakeLists.txt).
         proc = subprocess.run(
@@ -108,8 +122,8 @@ def build(
         )
         reporter.run(
             "native-wheel",
-            [str(venv / "bin" / "python"), "-I", "-c", backend, str(wheels), str(work / "cmake")],
-            repo.root / "native",
+            [str(venv / "bin" / "python"), "-I", "-c", backend, str(wheels), str(fixed / "cmake")],
+            source,
             env,
         )
         modules = []
