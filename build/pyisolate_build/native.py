@@ -7,6 +7,8 @@ interpreter, never the host's, and cached under a key of its inputs.
       → scikit-build-core's build_wheel run by the venv's interpreter in native/ (the
         system's CMake; flags from the interpreter's sysconfig; libseccomp.a linked in)
       → the module file, which the overlay installs into site-packages
+    all of it in /var/tmp/pyisolate-build/<artefact>/ from copies of native/ and of every
+    include directory (clang records each object's command line: see build()).
 
 Inputs of the key: the CPython artefact (its name hashes the toolchain and the versions
 of build/system-packages.txt, cmake, libseccomp-dev and libbpf-dev included), native/'s
@@ -68,7 +70,8 @@ def build(
     if info.is_file():
         reporter.skip("native", f"cached: {artefact}")
         return artefact / json.loads(info.read_text())["module"]
-    with reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)"), cpython._build_dir(name) as fixed:
+    phase = reporter.phase("native", f"{MODULE} (scikit-build-core, CMake, libseccomp)")
+    with phase, cpython._build_dir(name) as fixed:
         work = cache.work_dir(name)
         venv, wheels, staged = fixed / "venv", fixed / "wheel", work / "artefact"
         # clang's -frecord-command-line keeps each object's whole command line (the audit
