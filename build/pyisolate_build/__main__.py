@@ -87,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p_dist = sub.add_parser("dist", help="build the distribution prefix")
-    p_dist.add_argument("--flavour", default="hardened")
+    p_dist.add_argument("--flavour", default=dist.DEFAULT_FLAVOUR)
     p_dist.add_argument("--jobs", type=int, default=None)
     p_audit = sub.add_parser("audit", help="ELF hardening audit of a prefix")
     p_audit.add_argument("prefix", nargs="?", type=Path, default=REPO.out / "dist" / "current")
-    p_audit.add_argument("--flavour", default="hardened")
+    p_audit.add_argument("--flavour", default=dist.DEFAULT_FLAVOUR)
     p_deps = sub.add_parser("deps", help="install missing system packages")
     p_deps.add_argument("--list", type=Path, default=None, help="a package list (default: the build's)")
     p_release = sub.add_parser("release", help="make signed release artefacts from a built flavour")
-    p_release.add_argument("--flavour", default="hardened")
+    p_release.add_argument("--flavour", default=dist.DEFAULT_FLAVOUR)
     p_release.add_argument("--key", type=Path, default=None, help="cosign private key (or $PYISOLATE_COSIGN_KEY)")
     p_release.add_argument(
         "--ephemeral-key",
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p_bpf = sub.add_parser("bpf", help="compile the BPF objects and check bpf/manifest.lock")
     p_bpf.add_argument("--update-manifest", action="store_true", help="record the objects' hashes in the manifest")
     p_key = sub.add_parser("key", help="print the cache key of a flavour")
-    p_key.add_argument("--flavour", default="hardened")
+    p_key.add_argument("--flavour", default=dist.DEFAULT_FLAVOUR)
     args = parser.parse_args(argv)
 
     console = Console(stderr=True, highlight=False)
