@@ -13,15 +13,15 @@
  *   open    parse the ELF, match the skeleton          bpf_guard_open(bytes)
  *   load    create maps, load programs (verifier)      bpf_guard_open(bytes)
  *   attach  tp_btf programs, cgroup sock programs      bpf_guard_attach(g, cgroup_dir)
- * then map updates (marks, rules) and reading the denial ring buffer. One mutex per
- * guard: the module runs without a GIL, and libbpf's ring buffer is single-consumer. */
+ * then map updates (marks, rules) and reading the denial ring buffer. The log, the phase
+ * errors, the capsule's loader (its lock, ring buffer, close) are bpf_common.c's, shared
+ * with bpf_lsm.c. */
 #define _GNU_SOURCE
-#include "_pyisolate.h"
+#include "bpf_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -40,140 +40,27 @@
 #endif
 
 #define CAPSULE_NAME "pyisolate.bpf_guard"
-#define MAX_EVENTS 4096 /* per read; the rest stays in the ring for the next one */
+#define WHO "bpf guard"
 
-struct guard {
-    pthread_mutex_t lock;
-    struct guard_bpf *skel;
-    struct ring_buffer *ring;
-    PyObject *bytes; /* the verified object: libbpf reads it until the load is done */
-    struct pyi_event *events;
-    size_t nevents;
-    int attached;
-};
-
-/* libbpf's messages, kept (not printed) so an error can quote the tail. */
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[4096];
-static size_t log_len;
-
-static int
-log_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-    char line[512];
-    int n;
-
-    if (level == LIBBPF_DEBUG)
-        return 0;
-    n = vsnprintf(line, sizeof(line), fmt, ap);
-    if (n <= 0)
-        return 0;
-    if ((size_t)n >= sizeof(line))
-        n = sizeof(line) - 1;
-    pthread_mutex_lock(&log_lock);
-    if (log_len + (size_t)n >= sizeof(log_buf)) { /* keep the newest half */
-        size_t keep = sizeof(log_buf) / 2;
-        if (keep > log_len)
-            keep = log_len;
-        memmove(log_buf, log_buf + log_len - keep, keep);
-        log_len = keep;
-    }
-    if (log_len + (size_t)n < sizeof(log_buf)) {
-        memcpy(log_buf + log_len, line, (size_t)n);
-        log_len += (size_t)n;
-    }
-    log_buf[log_len] = '\0';
-    pthread_mutex_unlock(&log_lock);
-    return 0;
-}
-
+/* The skeleton's destructor, as struct pyi_bpf_loader calls it. */
 static void
-log_reset(void)
+skel_destroy(void *skel)
 {
-    pthread_mutex_lock(&log_lock);
-    log_len = 0;
-    log_buf[0] = '\0';
-    pthread_mutex_unlock(&log_lock);
-}
-
-/* OSError(errno, "bpf guard: PHASE: what [libbpf: tail]") */
-static PyObject *
-phase_error(int err, const char *phase, const char *what)
-{
-    char tail[1024];
-    size_t start;
-
-    pthread_mutex_lock(&log_lock);
-    start = log_len > sizeof(tail) - 1 ? log_len - (sizeof(tail) - 1) : 0;
-    snprintf(tail, sizeof(tail), "%s", log_buf + start);
-    pthread_mutex_unlock(&log_lock);
-    for (size_t i = strlen(tail); i > 0 && (tail[i - 1] == '\n' || tail[i - 1] == ' '); i--)
-        tail[i - 1] = '\0';
-    if (err < 0)
-        err = -err;
-    PyObject *value = Py_BuildValue("(iN)", err,
-                                    PyUnicode_FromFormat("bpf guard: %s: %s: %s%s%s", phase, what, strerror(err),
-                                                         tail[0] ? "\nlibbpf: " : "", tail));
-    if (value != NULL) {
-        PyErr_SetObject(PyExc_OSError, value);
-        Py_DECREF(value);
-    }
-    return NULL;
-}
-
-static void
-guard_free(struct guard *g)
-{
-    if (g->ring)
-        ring_buffer__free(g->ring);
-    if (g->skel)
-        guard_bpf__destroy(g->skel); /* detaches every link, closes every map */
-    g->ring = NULL;
-    g->skel = NULL;
-    free(g->events);
-    g->events = NULL;
-    Py_CLEAR(g->bytes);
-}
-
-static void
-capsule_destructor(PyObject *capsule)
-{
-    struct guard *g = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (g == NULL)
-        return;
-    guard_free(g);
-    pthread_mutex_destroy(&g->lock);
-    free(g);
+    guard_bpf__destroy(skel); /* detaches every link, closes every map */
 }
 
 /* The guard of a capsule, locked; NULL (with an exception) when closed or wrong. */
-static struct guard *
+static struct pyi_bpf_loader *
 guard_lock(PyObject *capsule)
 {
-    struct guard *g = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (g == NULL)
-        return NULL;
-    pthread_mutex_lock(&g->lock);
-    if (g->skel == NULL) {
-        pthread_mutex_unlock(&g->lock);
-        PyErr_SetString(PyExc_ValueError, "bpf guard: closed");
-        return NULL;
-    }
-    return g;
+    return pyi_bpf_loader_lock(capsule, CAPSULE_NAME);
 }
 
-/* One record out of the ring. MAX_EVENTS exceeds what the ring holds (256 KiB of 80-byte
- * records), so the array fills only if producers outpace this read; then the read stops
- * (a negative return), the record in hand is lost and the rest waits for the next read. */
-static int
-on_event(void *ctx, void *data, size_t size)
+/* The guard's skeleton (its loader locked, so not closed). */
+static struct guard_bpf *
+guard_skel(struct pyi_bpf_loader *g)
 {
-    struct guard *g = ctx;
-    if (g->nevents >= MAX_EVENTS)
-        return -E2BIG;
-    if (size >= sizeof(struct pyi_event))
-        memcpy(&g->events[g->nevents++], data, sizeof(struct pyi_event));
-    return 0;
+    return g->skel;
 }
 
 PyObject *
@@ -183,49 +70,29 @@ pyi_bpf_guard_open(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_TypeError, "bpf_guard_open(obj): obj must be the object file's bytes");
         return NULL;
     }
-    struct guard *g = calloc(1, sizeof(*g));
+    struct pyi_bpf_loader *g = pyi_bpf_loader_new(sizeof(*g), WHO, arg, skel_destroy);
     if (g == NULL)
-        return PyErr_NoMemory();
-    pthread_mutex_init(&g->lock, NULL);
-    g->bytes = Py_NewRef(arg);
-    g->events = calloc(MAX_EVENTS, sizeof(struct pyi_event));
-    libbpf_set_print(log_print);
-    log_reset();
-    int err;
-    g->skel = calloc(1, sizeof(*g->skel));
-    if (g->skel == NULL || g->events == NULL) {
-        err = -ENOMEM;
-        goto fail_open;
-    }
-    err = guard_bpf__create_skeleton(g->skel);
-    if (err)
-        goto fail_open;
-    /* The verified bytes, not the copy embedded in this module. */
-    g->skel->skeleton->data = PyBytes_AS_STRING(arg);
-    g->skel->skeleton->data_sz = (size_t)PyBytes_GET_SIZE(arg);
-    err = bpf_object__open_skeleton(g->skel->skeleton, NULL);
-    if (err)
-        goto fail_open;
-    err = guard_bpf__load(g->skel);
+        return NULL;
+    pyi_bpf_log_begin(); /* left installed: libbpf's later messages are kept too */
+    struct guard_bpf *s = calloc(1, sizeof(*s));
+    g->skel = s;
+    int err = s == NULL || g->events == NULL ? -ENOMEM : guard_bpf__create_skeleton(s);
+    if (err == 0)
+        err = pyi_bpf_open_verified(s->skeleton, arg); /* not the copy embedded in this module */
     if (err) {
-        phase_error(err, "load", "guard.bpf.o (maps, programs, verifier)");
+        pyi_bpf_phase_error(WHO, err, "open", "guard.bpf.o (ELF, BTF, skeleton names)");
         goto fail;
     }
-    g->ring = ring_buffer__new(bpf_map__fd(g->skel->maps.events), on_event, g, NULL);
-    if (g->ring == NULL) {
-        phase_error(errno, "load", "ring buffer of denials");
+    err = guard_bpf__load(s);
+    if (err) {
+        pyi_bpf_phase_error(WHO, err, "load", "guard.bpf.o (maps, programs, verifier)");
         goto fail;
     }
-    PyObject *capsule = PyCapsule_New(g, CAPSULE_NAME, capsule_destructor);
-    if (capsule == NULL)
-        goto fail;
-    return capsule;
-fail_open:
-    phase_error(err, "open", "guard.bpf.o (ELF, BTF, skeleton names)");
+    PyObject *capsule = pyi_bpf_loader_capsule(g, CAPSULE_NAME, bpf_map__fd(s->maps.events));
+    if (capsule != NULL)
+        return capsule;
 fail:
-    guard_free(g);
-    pthread_mutex_destroy(&g->lock);
-    free(g);
+    pyi_bpf_loader_delete(g);
     return NULL;
 }
 
@@ -236,7 +103,7 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
     const char *cgroup_dir;
     if (!PyArg_ParseTuple(args, "Os:bpf_guard_attach", &capsule, &cgroup_dir))
         return NULL;
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     struct guard_bpf *s = g->skel;
@@ -247,7 +114,7 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "bpf guard: already attached");
         return NULL;
     }
-    log_reset();
+    pyi_bpf_log_begin(); /* emptied; installed again in case bpf_lsm.c put another one back */
     /* Fork propagation first: a thread created while the rest attaches is still marked. */
     what = "tp_btf/sched_process_fork";
     s->links.pyi_fork = bpf_program__attach(s->progs.pyi_fork);
@@ -284,7 +151,7 @@ fail:
         close(cgroup_fd);
     guard_bpf__detach(s); /* all or nothing */
     pthread_mutex_unlock(&g->lock);
-    return phase_error(err, "attach", what);
+    return pyi_bpf_phase_error(WHO, err, "attach", what);
 }
 
 static int
@@ -302,12 +169,12 @@ pyi_bpf_guard_mark_task(PyObject *module, PyObject *args)
     unsigned int policy, flags;
     if (!PyArg_ParseTuple(args, "OiII:bpf_guard_mark_task", &capsule, &tid, &policy, &flags))
         return NULL;
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     struct pyi_mark mark = {.policy = policy, .flags = flags};
     int err = 0, pidfd = pidfd_of_thread(tid);
-    if (pidfd < 0 || bpf_map_update_elem(bpf_map__fd(g->skel->maps.task_marks), &pidfd, &mark, BPF_ANY))
+    if (pidfd < 0 || bpf_map_update_elem(bpf_map__fd(guard_skel(g)->maps.task_marks), &pidfd, &mark, BPF_ANY))
         err = errno;
     if (pidfd >= 0)
         close(pidfd);
@@ -327,12 +194,12 @@ pyi_bpf_guard_task_mark(PyObject *module, PyObject *args)
     int tid;
     if (!PyArg_ParseTuple(args, "Oi:bpf_guard_task_mark", &capsule, &tid))
         return NULL;
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     struct pyi_mark mark;
     int err = 0, pidfd = pidfd_of_thread(tid);
-    if (pidfd < 0 || bpf_map_lookup_elem(bpf_map__fd(g->skel->maps.task_marks), &pidfd, &mark))
+    if (pidfd < 0 || bpf_map_lookup_elem(bpf_map__fd(guard_skel(g)->maps.task_marks), &pidfd, &mark))
         err = errno;
     if (pidfd >= 0)
         close(pidfd);
@@ -351,11 +218,11 @@ pyi_bpf_guard_unmark_task(PyObject *module, PyObject *args)
     int tid;
     if (!PyArg_ParseTuple(args, "Oi:bpf_guard_unmark_task", &capsule, &tid))
         return NULL;
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     int err = 0, pidfd = pidfd_of_thread(tid);
-    if (pidfd < 0 || bpf_map_delete_elem(bpf_map__fd(g->skel->maps.task_marks), &pidfd))
+    if (pidfd < 0 || bpf_map_delete_elem(bpf_map__fd(guard_skel(g)->maps.task_marks), &pidfd))
         err = errno;
     if (pidfd >= 0)
         close(pidfd);
@@ -380,12 +247,12 @@ pyi_bpf_guard_mark_cgroup(PyObject *module, PyObject *args)
         if (PyErr_Occurred())
             return NULL;
     }
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     __u64 key = cgroup;
     struct pyi_mark mark = {.policy = policy, .flags = flags};
-    int fd = bpf_map__fd(g->skel->maps.cgroup_marks), err = 0;
+    int fd = bpf_map__fd(guard_skel(g)->maps.cgroup_marks), err = 0;
     if (flags_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &mark, BPF_ANY))
         err = errno;
     pthread_mutex_unlock(&g->lock);
@@ -418,11 +285,11 @@ pyi_bpf_guard_rule(PyObject *module, PyObject *args)
     key.port = (__u16)port;
     memcpy(key.addr, addr.buf, want);
     PyBuffer_Release(&addr);
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     __u8 one = 1;
-    int fd = bpf_map__fd(g->skel->maps.rules), err = 0;
+    int fd = bpf_map__fd(guard_skel(g)->maps.rules), err = 0;
     if (add ? bpf_map_update_elem(fd, &key, &one, BPF_ANY) : bpf_map_delete_elem(fd, &key))
         err = errno;
     pthread_mutex_unlock(&g->lock);
@@ -447,10 +314,10 @@ pyi_bpf_guard_rule_set(PyObject *module, PyObject *args)
         if (PyErr_Occurred())
             return NULL;
     }
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
-    int fd = bpf_map__fd(g->skel->maps.rule_sets), err = 0;
+    int fd = bpf_map__fd(guard_skel(g)->maps.rule_sets), err = 0;
     if (set_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &value, BPF_ANY))
         err = errno;
     pthread_mutex_unlock(&g->lock);
@@ -464,41 +331,18 @@ pyi_bpf_guard_rule_set(PyObject *module, PyObject *args)
 PyObject *
 pyi_bpf_guard_events(PyObject *module, PyObject *capsule)
 {
-    struct guard *g = guard_lock(capsule);
-    if (g == NULL)
-        return NULL;
-    g->nevents = 0;
-    int n = ring_buffer__consume(g->ring);
-    if (n < 0 && g->nevents == 0) {
-        pthread_mutex_unlock(&g->lock);
-        return phase_error(n, "events", "reading the ring buffer");
-    }
-    PyObject *list = PyList_New(0);
-    for (size_t i = 0; list != NULL && i < g->nevents; i++) {
-        struct pyi_event *e = &g->events[i];
-        size_t comm_len = strnlen(e->comm, sizeof(e->comm));
-        PyObject *item = Py_BuildValue("(KKIIIIiIIIy#y#)", (unsigned long long)e->time_ns,
-                                       (unsigned long long)e->cgroup, e->tid, e->tgid, e->policy, e->hook, e->nr,
-                                       (unsigned int)e->port, (unsigned int)e->family, (unsigned int)e->source,
-                                       (const char *)e->addr, (Py_ssize_t)sizeof(e->addr), e->comm,
-                                       (Py_ssize_t)comm_len);
-        if (item == NULL || PyList_Append(list, item) < 0)
-            Py_CLEAR(list);
-        Py_XDECREF(item);
-    }
-    pthread_mutex_unlock(&g->lock);
-    return list;
+    return pyi_bpf_loader_events(capsule, CAPSULE_NAME);
 }
 
 /* bpf_guard_counters(g) -> {"denials": n, "dropped": n} (the program's .bss) */
 PyObject *
 pyi_bpf_guard_counters(PyObject *module, PyObject *capsule)
 {
-    struct guard *g = guard_lock(capsule);
+    struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
-    unsigned long long denials = __atomic_load_n(&g->skel->bss->denials, __ATOMIC_RELAXED);
-    unsigned long long dropped = __atomic_load_n(&g->skel->bss->dropped, __ATOMIC_RELAXED);
+    unsigned long long denials = __atomic_load_n(&guard_skel(g)->bss->denials, __ATOMIC_RELAXED);
+    unsigned long long dropped = __atomic_load_n(&guard_skel(g)->bss->dropped, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g->lock);
     return Py_BuildValue("{sKsK}", "denials", denials, "dropped", dropped);
 }
@@ -507,13 +351,7 @@ pyi_bpf_guard_counters(PyObject *module, PyObject *capsule)
 PyObject *
 pyi_bpf_guard_close(PyObject *module, PyObject *capsule)
 {
-    struct guard *g = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (g == NULL)
-        return NULL;
-    pthread_mutex_lock(&g->lock);
-    guard_free(g);
-    pthread_mutex_unlock(&g->lock);
-    Py_RETURN_NONE;
+    return pyi_bpf_loader_close(capsule, CAPSULE_NAME);
 }
 
 /* bpf_probe_lsm() -> (loaded, errno, detail): try to load (never attach) the smallest

@@ -9,14 +9,14 @@
  *   attach       bpf_lsm_attach(l)        all seven lsm/ programs, or none
  * then marks (a PIDFD_THREAD pidfd where the kernel has them, else the `pending` tid map),
  * path and connect rules keyed by rule set, the policy -> rule-set switch, and the ring
- * buffer of denials. One mutex per loader (the module runs without a GIL). */
+ * buffer of denials. The log, the phase errors, the capsule's loader (its lock, ring
+ * buffer, close) are bpf_common.c's, shared with bpf_guard.c. */
 #define _GNU_SOURCE
-#include "_pyisolate.h"
+#include "bpf_common.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -34,135 +34,36 @@
 #endif
 
 #define CAPSULE_NAME "pyisolate.bpf_lsm"
-#define MAX_EVENTS 4096
+#define WHO "bpf lsm"
 #define MAX_PENDING 256 /* the `pending` map's size */
 
 struct lsm {
-    pthread_mutex_t lock;
-    struct lsm_bpf *skel;
-    struct ring_buffer *ring;
-    PyObject *bytes;
-    struct pyi_event *events;
-    size_t nevents;
-    int attached;
+    struct pyi_bpf_loader base; /* first: the capsule holds the struct's address */
     /* tids this loader put into `pending` that no hook has consumed yet: each one holds a
      * unit of pending_count, given back once the program has removed the entry. */
     __u32 pending[MAX_PENDING];
     size_t npending;
 };
 
-/* libbpf's messages while this loader opens, loads and attaches (the print callback is
- * process-wide: set for those calls only, the previous one restored after). */
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static char log_buf[2048];
-static size_t log_len;
-
-static int
-log_print(enum libbpf_print_level level, const char *fmt, va_list ap)
-{
-    char line[512];
-    int n;
-
-    if (level == LIBBPF_DEBUG)
-        return 0;
-    n = vsnprintf(line, sizeof(line), fmt, ap);
-    if (n <= 0)
-        return 0;
-    if ((size_t)n >= sizeof(line))
-        n = sizeof(line) - 1;
-    pthread_mutex_lock(&log_lock);
-    if (log_len + (size_t)n >= sizeof(log_buf)) /* keep the newest lines */
-        log_len = 0;
-    memcpy(log_buf + log_len, line, (size_t)n);
-    log_len += (size_t)n;
-    log_buf[log_len] = '\0';
-    pthread_mutex_unlock(&log_lock);
-    return 0;
-}
-
-static PyObject *
-phase_error(int err, const char *phase, const char *what)
-{
-    char tail[1024];
-    size_t start;
-
-    if (err < 0)
-        err = -err;
-    pthread_mutex_lock(&log_lock);
-    start = log_len > sizeof(tail) - 1 ? log_len - (sizeof(tail) - 1) : 0;
-    snprintf(tail, sizeof(tail), "%s", log_buf + start);
-    pthread_mutex_unlock(&log_lock);
-    for (size_t i = strlen(tail); i > 0 && (tail[i - 1] == '\n' || tail[i - 1] == ' '); i--)
-        tail[i - 1] = '\0';
-    PyObject *value = Py_BuildValue("(iN)", err,
-                                    PyUnicode_FromFormat("bpf lsm: %s: %s: %s%s%s", phase, what, strerror(err),
-                                                         tail[0] ? "\nlibbpf: " : "", tail));
-    if (value != NULL) {
-        PyErr_SetObject(PyExc_OSError, value);
-        Py_DECREF(value);
-    }
-    return NULL;
-}
-
-static libbpf_print_fn_t
-log_begin(void)
-{
-    pthread_mutex_lock(&log_lock);
-    log_len = 0;
-    log_buf[0] = '\0';
-    pthread_mutex_unlock(&log_lock);
-    return libbpf_set_print(log_print);
-}
-
+/* The skeleton's destructor, as struct pyi_bpf_loader calls it. */
 static void
-lsm_free(struct lsm *l)
+skel_destroy(void *skel)
 {
-    if (l->ring)
-        ring_buffer__free(l->ring);
-    if (l->skel)
-        lsm_bpf__destroy(l->skel); /* detaches every program, closes every map */
-    l->ring = NULL;
-    l->skel = NULL;
-    free(l->events);
-    l->events = NULL;
-    Py_CLEAR(l->bytes);
+    lsm_bpf__destroy(skel); /* detaches every program, closes every map */
 }
 
-static void
-capsule_destructor(PyObject *capsule)
-{
-    struct lsm *l = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (l == NULL)
-        return;
-    lsm_free(l);
-    pthread_mutex_destroy(&l->lock);
-    free(l);
-}
-
+/* The loader of a capsule, locked; NULL (with an exception) when closed or wrong. */
 static struct lsm *
 lsm_lock(PyObject *capsule)
 {
-    struct lsm *l = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (l == NULL)
-        return NULL;
-    pthread_mutex_lock(&l->lock);
-    if (l->skel == NULL) {
-        pthread_mutex_unlock(&l->lock);
-        PyErr_SetString(PyExc_ValueError, "bpf lsm: closed");
-        return NULL;
-    }
-    return l;
+    return (struct lsm *)pyi_bpf_loader_lock(capsule, CAPSULE_NAME);
 }
 
-static int
-on_event(void *ctx, void *data, size_t size)
+/* The loader's skeleton (its lock held, so not closed). */
+static struct lsm_bpf *
+lsm_skel(struct lsm *l)
 {
-    struct lsm *l = ctx;
-    if (l->nevents >= MAX_EVENTS)
-        return -E2BIG;
-    if (size >= sizeof(struct pyi_event))
-        memcpy(&l->events[l->nevents++], data, sizeof(struct pyi_event));
-    return 0;
+    return l->base.skel;
 }
 
 PyObject *
@@ -172,50 +73,32 @@ pyi_bpf_lsm_open(PyObject *module, PyObject *arg)
         PyErr_SetString(PyExc_TypeError, "bpf_lsm_open(obj): obj must be the object file's bytes");
         return NULL;
     }
-    struct lsm *l = calloc(1, sizeof(*l));
+    struct pyi_bpf_loader *l = pyi_bpf_loader_new(sizeof(struct lsm), WHO, arg, skel_destroy);
     if (l == NULL)
-        return PyErr_NoMemory();
-    pthread_mutex_init(&l->lock, NULL);
-    l->bytes = Py_NewRef(arg);
-    l->events = calloc(MAX_EVENTS, sizeof(struct pyi_event));
-    libbpf_print_fn_t previous = log_begin();
-    int err;
-    l->skel = calloc(1, sizeof(*l->skel));
-    if (l->skel == NULL || l->events == NULL) {
-        err = -ENOMEM;
-        goto fail_open;
-    }
-    err = lsm_bpf__create_skeleton(l->skel);
-    if (err)
-        goto fail_open;
-    l->skel->skeleton->data = PyBytes_AS_STRING(arg); /* the verified bytes */
-    l->skel->skeleton->data_sz = (size_t)PyBytes_GET_SIZE(arg);
-    err = bpf_object__open_skeleton(l->skel->skeleton, NULL);
-    if (err)
-        goto fail_open;
-    err = lsm_bpf__load(l->skel);
+        return NULL;
+    /* libbpf's print callback is process-wide: the capture for these calls only */
+    libbpf_print_fn_t previous = pyi_bpf_log_begin();
+    PyObject *capsule = NULL;
+    struct lsm_bpf *s = calloc(1, sizeof(*s));
+    l->skel = s;
+    int err = s == NULL || l->events == NULL ? -ENOMEM : lsm_bpf__create_skeleton(s);
+    if (err == 0)
+        err = pyi_bpf_open_verified(s->skeleton, arg); /* the verified bytes */
     if (err) {
-        phase_error(err, "load", "lsm.bpf.o (maps, programs, verifier)");
-        goto fail;
+        pyi_bpf_phase_error(WHO, err, "open", "lsm.bpf.o (ELF, BTF, skeleton names)");
+        goto done;
     }
-    l->ring = ring_buffer__new(bpf_map__fd(l->skel->maps.events), on_event, l, NULL);
-    if (l->ring == NULL) {
-        phase_error(errno, "load", "ring buffer of denials");
-        goto fail;
+    err = lsm_bpf__load(s);
+    if (err) {
+        pyi_bpf_phase_error(WHO, err, "load", "lsm.bpf.o (maps, programs, verifier)");
+        goto done;
     }
-    PyObject *capsule = PyCapsule_New(l, CAPSULE_NAME, capsule_destructor);
+    capsule = pyi_bpf_loader_capsule(l, CAPSULE_NAME, bpf_map__fd(s->maps.events));
+done:
+    pyi_bpf_log_end(previous);
     if (capsule == NULL)
-        goto fail;
-    libbpf_set_print(previous);
+        pyi_bpf_loader_delete(l);
     return capsule;
-fail_open:
-    phase_error(err, "open", "lsm.bpf.o (ELF, BTF, skeleton names)");
-fail:
-    libbpf_set_print(previous);
-    lsm_free(l);
-    pthread_mutex_destroy(&l->lock);
-    free(l);
-    return NULL;
 }
 
 PyObject *
@@ -224,21 +107,21 @@ pyi_bpf_lsm_attach(PyObject *module, PyObject *capsule)
     struct lsm *l = lsm_lock(capsule);
     if (l == NULL)
         return NULL;
-    if (l->attached) {
-        pthread_mutex_unlock(&l->lock);
+    if (l->base.attached) {
+        pthread_mutex_unlock(&l->base.lock);
         PyErr_SetString(PyExc_ValueError, "bpf lsm: already attached");
         return NULL;
     }
-    libbpf_print_fn_t previous = log_begin();
-    int err = lsm_bpf__attach(l->skel);
-    libbpf_set_print(previous);
+    libbpf_print_fn_t previous = pyi_bpf_log_begin();
+    int err = lsm_bpf__attach(lsm_skel(l));
+    pyi_bpf_log_end(previous);
     if (err) {
-        lsm_bpf__detach(l->skel); /* all or nothing */
-        pthread_mutex_unlock(&l->lock);
-        return phase_error(err, "attach", "the lsm/ programs");
+        lsm_bpf__detach(lsm_skel(l)); /* all or nothing */
+        pthread_mutex_unlock(&l->base.lock);
+        return pyi_bpf_phase_error(WHO, err, "attach", "the lsm/ programs");
     }
-    l->attached = 1;
-    pthread_mutex_unlock(&l->lock);
+    l->base.attached = 1;
+    pthread_mutex_unlock(&l->base.lock);
     return Py_BuildValue("(sssssss)", "lsm/task_alloc", "lsm/file_open", "lsm/inode_unlink", "lsm/socket_connect",
                          "lsm/bprm_check_security", "lsm/ptrace_access_check", "lsm/bpf");
 }
@@ -247,7 +130,7 @@ pyi_bpf_lsm_attach(PyObject *module, PyObject *capsule)
 static void
 pending_sweep(struct lsm *l)
 {
-    int fd = bpf_map__fd(l->skel->maps.pending);
+    int fd = bpf_map__fd(lsm_skel(l)->maps.pending);
     size_t kept = 0;
     for (size_t i = 0; i < l->npending; i++) {
         struct pyi_mark m;
@@ -255,7 +138,7 @@ pending_sweep(struct lsm *l)
         if (bpf_map_lookup_elem(fd, &key, &m) == 0)
             l->pending[kept++] = key;
         else
-            __atomic_sub_fetch(&l->skel->bss->pending_count, 1, __ATOMIC_SEQ_CST);
+            __atomic_sub_fetch(&lsm_skel(l)->bss->pending_count, 1, __ATOMIC_SEQ_CST);
     }
     l->npending = kept;
 }
@@ -279,7 +162,7 @@ pyi_bpf_lsm_mark_task(PyObject *module, PyObject *args)
     const char *how = "PIDFD_THREAD";
     int err = 0, pidfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
     if (pidfd >= 0) {
-        if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.task_marks), &pidfd, &mark, BPF_ANY))
+        if (bpf_map_update_elem(bpf_map__fd(lsm_skel(l)->maps.task_marks), &pidfd, &mark, BPF_ANY))
             err = errno;
         close(pidfd);
     } else if (errno != EINVAL) {
@@ -290,15 +173,15 @@ pyi_bpf_lsm_mark_task(PyObject *module, PyObject *args)
         __u32 key = (__u32)tid;
         if (l->npending >= MAX_PENDING)
             err = ENOSPC;
-        else if (bpf_map_update_elem(bpf_map__fd(l->skel->maps.pending), &key, &mark, BPF_ANY))
+        else if (bpf_map_update_elem(bpf_map__fd(lsm_skel(l)->maps.pending), &key, &mark, BPF_ANY))
             err = errno;
         else {
             /* the entry is in place before the count lets hooks look */
             l->pending[l->npending++] = key;
-            __atomic_add_fetch(&l->skel->bss->pending_count, 1, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&lsm_skel(l)->bss->pending_count, 1, __ATOMIC_SEQ_CST);
         }
     }
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     if (err)
         return PyErr_Format(PyExc_OSError, "bpf lsm: mark thread %d (%s): %s", tid, how, strerror(err));
     return PyUnicode_FromString(how);
@@ -317,9 +200,9 @@ pyi_bpf_lsm_forget_pending(PyObject *module, PyObject *args)
     if (l == NULL)
         return NULL;
     __u32 key = (__u32)tid;
-    int removed = bpf_map_delete_elem(bpf_map__fd(l->skel->maps.pending), &key) == 0;
+    int removed = bpf_map_delete_elem(bpf_map__fd(lsm_skel(l)->maps.pending), &key) == 0;
     pending_sweep(l);
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     return PyBool_FromLong(removed);
 }
 
@@ -332,7 +215,7 @@ pyi_bpf_lsm_pending(PyObject *module, PyObject *capsule)
         return NULL;
     pending_sweep(l);
     size_t n = l->npending;
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     return PyLong_FromSize_t(n);
 }
 
@@ -352,10 +235,10 @@ pyi_bpf_lsm_fs_rule(PyObject *module, PyObject *args)
         return NULL;
     struct pyi_fs_key key = {.policy = rule_set, .dev = dev, .ino = ino};
     __u32 value = bits;
-    int fd = bpf_map__fd(l->skel->maps.fs_rules), err = 0;
+    int fd = bpf_map__fd(lsm_skel(l)->maps.fs_rules), err = 0;
     if (bits ? bpf_map_update_elem(fd, &key, &value, BPF_ANY) : bpf_map_delete_elem(fd, &key))
         err = errno;
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     if (err && !(bits == 0 && err == ENOENT))
         return PyErr_Format(PyExc_OSError, "bpf lsm: path rule (%u, %llu) of set %u: %s", dev, ino, rule_set,
                             strerror(err));
@@ -389,10 +272,10 @@ pyi_bpf_lsm_net_rule(PyObject *module, PyObject *args)
     if (l == NULL)
         return NULL;
     __u8 one = 1;
-    int fd = bpf_map__fd(l->skel->maps.rules), err = 0;
+    int fd = bpf_map__fd(lsm_skel(l)->maps.rules), err = 0;
     if (add ? bpf_map_update_elem(fd, &key, &one, BPF_ANY) : bpf_map_delete_elem(fd, &key))
         err = errno;
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     if (err && !(!add && err == ENOENT))
         return PyErr_Format(PyExc_OSError, "bpf lsm: %s connect rule of set %u: %s", add ? "add" : "delete",
                             rule_set, strerror(err));
@@ -417,10 +300,10 @@ pyi_bpf_lsm_rule_set(PyObject *module, PyObject *args)
     struct lsm *l = lsm_lock(capsule);
     if (l == NULL)
         return NULL;
-    int fd = bpf_map__fd(l->skel->maps.rule_sets), err = 0;
+    int fd = bpf_map__fd(lsm_skel(l)->maps.rule_sets), err = 0;
     if (set_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &value, BPF_ANY))
         err = errno;
-    pthread_mutex_unlock(&l->lock);
+    pthread_mutex_unlock(&l->base.lock);
     if (err && !(set_obj == Py_None && err == ENOENT))
         return PyErr_Format(PyExc_OSError, "bpf lsm: rule set of policy %u: %s", policy, strerror(err));
     Py_RETURN_NONE;
@@ -430,41 +313,12 @@ pyi_bpf_lsm_rule_set(PyObject *module, PyObject *args)
 PyObject *
 pyi_bpf_lsm_events(PyObject *module, PyObject *capsule)
 {
-    struct lsm *l = lsm_lock(capsule);
-    if (l == NULL)
-        return NULL;
-    l->nevents = 0;
-    int n = ring_buffer__consume(l->ring);
-    if (n < 0 && l->nevents == 0) {
-        pthread_mutex_unlock(&l->lock);
-        return phase_error(n, "events", "reading the ring buffer");
-    }
-    PyObject *list = PyList_New(0);
-    for (size_t i = 0; list != NULL && i < l->nevents; i++) {
-        struct pyi_event *e = &l->events[i];
-        size_t comm_len = strnlen(e->comm, sizeof(e->comm));
-        PyObject *item = Py_BuildValue("(KKIIIIiIIIy#y#)", (unsigned long long)e->time_ns,
-                                       (unsigned long long)e->cgroup, e->tid, e->tgid, e->policy, e->hook, e->nr,
-                                       (unsigned int)e->port, (unsigned int)e->family, (unsigned int)e->source,
-                                       (const char *)e->addr, (Py_ssize_t)sizeof(e->addr), e->comm,
-                                       (Py_ssize_t)comm_len);
-        if (item == NULL || PyList_Append(list, item) < 0)
-            Py_CLEAR(list);
-        Py_XDECREF(item);
-    }
-    pthread_mutex_unlock(&l->lock);
-    return list;
+    return pyi_bpf_loader_events(capsule, CAPSULE_NAME);
 }
 
 /* bpf_lsm_close(l): detach and unload now (the capsule's destructor does it too). */
 PyObject *
 pyi_bpf_lsm_close(PyObject *module, PyObject *capsule)
 {
-    struct lsm *l = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
-    if (l == NULL)
-        return NULL;
-    pthread_mutex_lock(&l->lock);
-    lsm_free(l);
-    pthread_mutex_unlock(&l->lock);
-    Py_RETURN_NONE;
+    return pyi_bpf_loader_close(capsule, CAPSULE_NAME);
 }
