@@ -136,11 +136,13 @@ def _native():
     return _pyisolate
 
 
-def _event(raw: tuple) -> dict:
+def decode_event(raw: tuple, hooks: dict) -> tuple[dict, tuple]:
+    """A ring-buffer record (bpf/guard.h's struct pyi_event, as either loader returns it):
+    the fields every hook reports, and (hook, nr, port, family, addr) for its own."""
     time_ns, cgroup, tid, tgid, policy, hook, nr, port, family, source, addr, comm = raw
     event = {
         "time_ns": time_ns,
-        "hook": HOOKS.get(hook, str(hook)),
+        "hook": hooks.get(hook, str(hook)),
         "tid": tid,
         "pid": tgid,
         "policy": policy,
@@ -148,6 +150,11 @@ def _event(raw: tuple) -> dict:
         "marked_by": SOURCES.get(source, str(source)),
         "cgroup": cgroup,
     }
+    return event, (hook, nr, port, family, addr)
+
+
+def _event(raw: tuple) -> dict:
+    event, (hook, nr, port, family, addr) = decode_event(raw, HOOKS)
     if hook in (1, 2):
         host = ipaddress.ip_address(addr[:4] if family == socket.AF_INET else addr)
         event["address"] = f"{host}:{port}" if host.version == 4 else f"[{host}]:{port}"
@@ -379,13 +386,18 @@ def replace_sandbox_rules(report: dict, connect) -> bool:
     return True
 
 
-def events_of(policies) -> list[dict]:
-    """The denials of these policy ids (a supervisor's sandboxes), newest last."""
-    guard = _shared
+def policy_events(guard, policies) -> list[dict]:
+    """The denials of these policy ids that `guard` (a Guard, an lsm.LsmGuard, or None: not
+    loaded) has read, newest last."""
     if guard is None:
         return []
     wanted = set(policies)
     return [event for event in guard.events() if event["policy"] in wanted]
+
+
+def events_of(policies) -> list[dict]:
+    """The denials of these policy ids (a supervisor's sandboxes), newest last."""
+    return policy_events(_shared, policies)
 
 
 def probe() -> dict:

@@ -102,17 +102,7 @@ def policy_rules(resolved, stdlib: str) -> tuple[dict, list, list[str]]:
 
 
 def _event(raw: tuple) -> dict:
-    time_ns, cgroup, tid, tgid, policy, hook, nr, port, family, source, addr, comm = raw
-    event = {
-        "time_ns": time_ns,
-        "hook": HOOKS.get(hook, str(hook)),
-        "tid": tid,
-        "pid": tgid,
-        "policy": policy,
-        "comm": comm.decode("utf-8", "replace"),
-        "marked_by": bpf.SOURCES.get(source, str(source)),
-        "cgroup": cgroup,
-    }
+    event, (hook, nr, port, family, addr) = bpf.decode_event(raw, HOOKS)
     if hook in (16, 17):
         event.update(ino=int.from_bytes(addr[:8], "little"), dev=int.from_bytes(addr[8:12], "little"), access=nr)
     elif hook == 18 and family in (socket.AF_INET, socket.AF_INET6):
@@ -287,8 +277,5 @@ def replace_sandbox_rules(report: dict, resolved, stdlib: str) -> bool:
 
 
 def events_of(policies) -> list[dict]:
-    guard = _shared
-    if guard is None:
-        return []
-    wanted = set(policies)
-    return [event for event in guard.events() if event["policy"] in wanted]
+    """The BPF-LSM denials of these policy ids (a supervisor's sandboxes), newest last."""
+    return bpf.policy_events(_shared, policies)
