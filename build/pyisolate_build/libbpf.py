@@ -62,10 +62,12 @@ def build(repo: cpython.Repo, base: Path, reporter: Reporter) -> Path:
             archives.extract(tf, work / "src")
         tree = next((work / "src").glob("libbpf-*")) / "src"
         staged = work / "artefact"
-        (work / "obj").mkdir()  # libbpf's Makefile writes libbpf.pc there before making it
+        # OBJDIR relative to the tree: the compile lines name their output file, and clang
+        # records each object's whole command line (a path in the cache would differ per cache).
+        (tree / "obj").mkdir()  # libbpf's Makefile writes libbpf.pc there before making it
         env = {k: v for k, v in os.environ.items() if k not in cpython._SCRUB_ENV} | {"LC_ALL": "C"}
         make = [
-            *["make", "-C", str(tree), f"-j{os.cpu_count() or 1}", "BUILD_STATIC_ONLY=1", f"OBJDIR={work / 'obj'}"],
+            *["make", "-C", str(tree), f"-j{os.cpu_count() or 1}", "BUILD_STATIC_ONLY=1", "OBJDIR=obj"],
             *[f"DESTDIR={staged}", "PREFIX=/", "LIBDIR=/lib", "INCLUDEDIR=/include", f"CC={cc}", f"CFLAGS={cflags}"],
             "install",
         ]
