@@ -15,7 +15,11 @@
  *   attach  tp_btf programs, cgroup sock programs      bpf_guard_attach(g, cgroup_dir)
  * then map updates (marks, rules) and reading the denial ring buffer. The log, the phase
  * errors, the capsule's loader (its lock, ring buffer, close) are bpf_common.c's, shared
- * with bpf_lsm.c. */
+ * with bpf_lsm.c.
+ *
+ * bpf_guard_open((bytes, exec_kill)) with exec_kill false (the operator's
+ * PYISOLATE_HOST_BPF=net) never loads tp_btf/sys_enter, the one program that runs on every
+ * system call of the host; attach then leaves it out and names the four it attached. */
 #define _GNU_SOURCE
 #include "bpf_common.h"
 
@@ -66,8 +70,16 @@ guard_skel(struct pyi_bpf_loader *g)
 PyObject *
 pyi_bpf_guard_open(PyObject *module, PyObject *arg)
 {
+    int exec_kill = 1;
+    if (PyTuple_Check(arg)) { /* (bytes, exec_kill) */
+        PyObject *obj;
+        if (!PyArg_ParseTuple(arg, "Op:bpf_guard_open", &obj, &exec_kill))
+            return NULL;
+        arg = obj;
+    }
     if (!PyBytes_Check(arg)) {
-        PyErr_SetString(PyExc_TypeError, "bpf_guard_open(obj): obj must be the object file's bytes");
+        PyErr_SetString(PyExc_TypeError, "bpf_guard_open(obj): obj must be the object file's bytes, or "
+                                         "(bytes, exec_kill)");
         return NULL;
     }
     struct pyi_bpf_loader *g = pyi_bpf_loader_new(sizeof(*g), WHO, arg, skel_destroy);
@@ -81,6 +93,12 @@ pyi_bpf_guard_open(PyObject *module, PyObject *arg)
         err = pyi_bpf_open_verified(s->skeleton, arg); /* not the copy embedded in this module */
     if (err) {
         pyi_bpf_phase_error(WHO, err, "open", "guard.bpf.o (ELF, BTF, skeleton names)");
+        goto fail;
+    }
+    if (!exec_kill) /* not loaded at all: the verifier never sees it, attach skips it */
+        err = bpf_program__set_autoload(s->progs.pyi_sys_enter, false);
+    if (err) {
+        pyi_bpf_phase_error(WHO, err, "open", "tp_btf/sys_enter (leaving it out)");
         goto fail;
     }
     err = guard_bpf__load(s);
@@ -109,6 +127,8 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
     struct guard_bpf *s = g->skel;
     const char *what = "";
     int err = 0, cgroup_fd = -1;
+    /* Left out at open (PYISOLATE_HOST_BPF=net): not loaded, so nothing to attach. */
+    int exec_kill = bpf_program__autoload(s->progs.pyi_sys_enter);
     if (g->attached) {
         pthread_mutex_unlock(&g->lock);
         PyErr_SetString(PyExc_ValueError, "bpf guard: already attached");
@@ -121,9 +141,11 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
     if (s->links.pyi_fork == NULL)
         goto fail;
     what = "tp_btf/sys_enter";
-    s->links.pyi_sys_enter = bpf_program__attach(s->progs.pyi_sys_enter);
-    if (s->links.pyi_sys_enter == NULL)
-        goto fail;
+    if (exec_kill) {
+        s->links.pyi_sys_enter = bpf_program__attach(s->progs.pyi_sys_enter);
+        if (s->links.pyi_sys_enter == NULL)
+            goto fail;
+    }
     what = cgroup_dir;
     cgroup_fd = open(cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cgroup_fd < 0)
@@ -143,6 +165,9 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
     close(cgroup_fd);
     g->attached = 1;
     pthread_mutex_unlock(&g->lock);
+    if (!exec_kill)
+        return Py_BuildValue("(ssss)", "tp_btf/sched_process_fork", "cgroup/sock_create", "cgroup/connect4",
+                             "cgroup/connect6");
     return Py_BuildValue("(sssss)", "tp_btf/sched_process_fork", "tp_btf/sys_enter", "cgroup/sock_create",
                          "cgroup/connect4", "cgroup/connect6");
 fail:

@@ -19,6 +19,12 @@ connects outside the policy's rules, cgroup/sock_create refuses IPv4/IPv6 socket
 than TCP (all of them without rules), tp_btf/sys_enter SIGKILLs the process of a marked
 task that reaches execve/execveat/ptrace/bpf, tp_btf/sched_process_fork copies the mark
 to the task's new threads and processes.
+
+The operator's switch, process-wide and read once, when shared() first loads the guards:
+PYISOLATE_HOST_BPF=all (the default: every program), net (everything but tp_btf/sys_enter,
+the exec kill that runs on every system call of the host: seccomp still refuses those calls
+on sandbox threads), off (nothing loaded; unavailable() says so). Any other value raises
+BpfSwitchError there, so the first cell's spawn fails rather than run with less.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ HOOKS = {1: "connect4", 2: "connect6", 3: "sock_create", 4: "exec-kill"}
 SOURCES = {1: "task", 2: "cgroup"}
 SYSCALLS = {59: "execve", 101: "ptrace", 321: "bpf", 322: "execveat"}
 EVENT_LOG = 4096  # denials kept for guard_events() (oldest dropped first)
+SWITCH = "PYISOLATE_HOST_BPF"  # the operator's choice of host guards (module docstring)
+SWITCH_VALUES = ("all", "net", "off")
 
 
 class BpfIntegrityError(PyIsolateError):
@@ -62,6 +70,30 @@ class BpfIntegrityError(PyIsolateError):
 
 class BpfUnavailable(PyIsolateError):
     """The host BPF guards cannot be loaded here (the message says why)."""
+
+
+class BpfSwitchError(PyIsolateError, ValueError):
+    """PYISOLATE_HOST_BPF holds a value that is not one of SWITCH_VALUES: nothing is loaded
+    and no cell starts (raised at every load attempt, never cached)."""
+
+
+def switch() -> str:
+    """The operator's PYISOLATE_HOST_BPF now: "all" (also when unset or empty), "net" or
+    "off"; BpfSwitchError for anything else."""
+    value = os.environ.get(SWITCH, "") or "all"
+    if value not in SWITCH_VALUES:
+        raise BpfSwitchError(
+            f"{SWITCH}={value!r} is not a valid value: use one of {', '.join(SWITCH_VALUES)} "
+            "(all: every host BPF guard; net: all but the tp_btf/sys_enter exec kill; off: none)"
+        )
+    return value
+
+
+SWITCHED_OFF = f"switched off by the operator ({SWITCH}=off); seccomp and Landlock still hold"
+NO_EXEC_KILL = (
+    f"tp_btf/sys_enter switched off by the operator ({SWITCH}=net): it would run on every system call of the "
+    "host; seccomp still refuses execve/execveat/ptrace/bpf on sandbox threads (EPERM)"
+)
 
 
 def read_manifest(directory: Path | None = None) -> dict[str, str]:
@@ -223,13 +255,15 @@ class Reaper:
 class Guard:
     """guard.bpf.o loaded (verified bytes) and attached: tp_btf programs globally, the
     cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
-    is covered; unmarked tasks are never refused)."""
+    is covered; unmarked tasks are never refused). exec_kill=False (PYISOLATE_HOST_BPF=net)
+    never loads tp_btf/sys_enter."""
 
-    def __init__(self, directory: Path | None = None, cgroup_dir: str | None = None):
+    def __init__(self, directory: Path | None = None, cgroup_dir: str | None = None, *, exec_kill: bool = True):
         data = verified_object(GUARD_OBJECT, directory or OBJECTS)  # refused before anything loads
         self._lib = _native()
         self.cgroup_dir = cgroup_dir or cgroup2_root()
-        self._handle = self._lib.bpf_guard_open(data)
+        self.exec_kill = exec_kill
+        self._handle = self._lib.bpf_guard_open(data if exec_kill else (data, False))
         try:
             self.attached = self._lib.bpf_guard_attach(self._handle, self.cgroup_dir)
         except BaseException:
@@ -313,20 +347,27 @@ class Guard:
 
 _shared: Guard | None = None
 _shared_error: str | None = None
+_shared_switch: str | None = None  # PYISOLATE_HOST_BPF as read at the load
 _shared_lock = threading.Lock()
 
 
 def shared() -> Guard | None:
     """The process's Guard, loaded at the first call; None when it cannot be (then
-    `unavailable()` says why). A tampered object raises BpfIntegrityError every time."""
-    global _shared, _shared_error
+    `unavailable()` says why). A tampered object raises BpfIntegrityError every time, an
+    invalid PYISOLATE_HOST_BPF BpfSwitchError every time."""
+    global _shared, _shared_error, _shared_switch
     with _shared_lock:
         if _shared is None and _shared_error is None:
+            chosen = switch()  # read once: the first load that gets past it fixes it
+            _shared_switch = chosen
+            if chosen == "off":
+                _shared_error = SWITCHED_OFF
+                return None
             try:
                 _native()  # first: the most likely reason, named plainly
                 if os.geteuid() != 0:
                     raise BpfUnavailable("the supervisor is not root (loading BPF programs needs CAP_BPF and more)")
-                _shared = Guard()
+                _shared = Guard(exec_kill=chosen == "all")
             except BpfIntegrityError:
                 raise
             except (BpfUnavailable, OSError) as exc:
@@ -336,6 +377,11 @@ def shared() -> Guard | None:
 
 def unavailable() -> str | None:
     return _shared_error
+
+
+def switched() -> str | None:
+    """PYISOLATE_HOST_BPF as the guards' load read it ("all", "net", "off"); None before."""
+    return _shared_switch
 
 
 def mark_sandbox(tid: int | None, connect) -> dict:
@@ -359,7 +405,8 @@ def mark_sandbox(tid: int | None, connect) -> dict:
         "tid": tid,
         "policy": policy,
         "network": "connect rules: " + ", ".join(f"{h}:{p}" for h, p in connect) if connect else "no network",
-        "exec_kill": True,
+        "exec_kill": guard.exec_kill,
+        **({} if guard.exec_kill else {"exec_kill_why": NO_EXEC_KILL}),
         "programs": list(guard.attached),
     }
 
@@ -409,7 +456,10 @@ def probe() -> dict:
         if os.geteuid() != 0:
             raise BpfUnavailable("not root: BPF program loads are refused to this user")
     except BpfUnavailable as exc:
-        return {"host_guards": {"loads": False, "why": str(exc)}, "lsm": {"loads": False, "why": str(exc)}}
+        return {
+            "host_guards": {"loads": False, "why": str(exc), **_switch_report()},
+            "lsm": {"loads": False, "why": str(exc)},
+        }
     loads, err, detail = lib.bpf_probe_lsm()
     out: dict = {"lsm": {"loads": loads, "errno": err, ("detail" if loads else "why"): detail}}
     try:
@@ -417,4 +467,13 @@ def probe() -> dict:
         out["host_guards"] = {"loads": True}
     except (BpfUnavailable, BpfIntegrityError, OSError) as exc:
         out["host_guards"] = {"loads": False, "why": str(exc)}
+    out["host_guards"].update(_switch_report())
     return out
+
+
+def _switch_report() -> dict:
+    """What a supervisor started with this environment would load (PYISOLATE_HOST_BPF)."""
+    try:
+        return {"switch": switch()}
+    except BpfSwitchError as exc:
+        return {"switch": None, "switch_error": str(exc)}

@@ -49,10 +49,16 @@ def report() -> dict:
     bpf_state = host["lsm_why_not"] or f"the kernel runs the bpf LSM; {lsm_load}"
     if not lsm["bpf_in_lsm_list"] and host["lsm_why_not"]:
         bpf_state = f"{host['lsm_why_not']}; {lsm.get('why', 'the kernel does not list the bpf LSM')}"
+    switch = probed["host_guards"].get("switch")
     host_guards = (
         " + host BPF guards on every sandbox thread (cgroup/connect4/6 and sock_create: connects only to the "
-        "policy's IP:PORT rules; tp_btf/sys_enter: SIGKILL on execve/execveat/ptrace/bpf)"
-        if probed["host_guards"]["loads"]
+        "policy's IP:PORT rules"
+        + (
+            "; tp_btf/sys_enter: SIGKILL on execve/execveat/ptrace/bpf)"
+            if switch == "all"
+            else f"; no exec kill: {bpf.SWITCH}=net)"
+        )
+        if probed["host_guards"]["loads"] and switch in ("all", "net")
         else ""
     )
 
@@ -77,7 +83,8 @@ def report() -> dict:
                 "thread (the policy's read/write roots; TCP connect ports, no bind)" + host_guards
             ),
             "missing": f"BPF-LSM (mode 'full'): {bpf_state}"
-            + ("" if host_guards else f"; host BPF guards: {probed['host_guards']['why']}"),
+            + ("" if host_guards else f"; host BPF guards: {host_guards_why(probed['host_guards'])}")
+            + (f"; the host BPF exec kill: {bpf.NO_EXEC_KILL}" if host_guards and switch == "net" else ""),
         }
     else:
         containment = {
@@ -108,6 +115,27 @@ def report() -> dict:
     return {"mode": mode, "host": host, "guarantees": guarantees}
 
 
+def switch_text(host_guards: dict) -> str:
+    """The operator's PYISOLATE_HOST_BPF, as a supervisor started here would read it."""
+    switch = host_guards.get("switch")
+    if switch is None:
+        return f"INVALID: {host_guards.get('switch_error')} (a supervisor would start no cell)"
+    return {
+        "all": f"{bpf.SWITCH}=all (default): every host guard",
+        "net": f"{bpf.SWITCH}=net: connect gating and fork propagation, no tp_btf/sys_enter exec kill",
+        "off": f"{bpf.SWITCH}=off: no host guard is loaded",
+    }[switch]
+
+
+def host_guards_why(host_guards: dict) -> str:
+    """Why a supervisor started here would run without the host BPF guards."""
+    if host_guards.get("switch") is None:
+        return f"INVALID: {host_guards.get('switch_error')}"
+    if host_guards.get("switch") == "off":
+        return bpf.SWITCHED_OFF
+    return host_guards.get("why", "")
+
+
 def broker_guarantee() -> dict:
     from . import broker
 
@@ -131,7 +159,7 @@ def reload_guarantee(mode: str, probed: dict) -> dict:
         "; the BPF-LSM path and connect rules switch in one map update"
         if mode == "full"
         else "; the host BPF connect rules switch in one map update"
-        if probed["host_guards"]["loads"]
+        if probed["host_guards"]["loads"] and probed["host_guards"].get("switch") in ("all", "net")
         else ""
     )
     return {
@@ -225,6 +253,7 @@ def render(data: dict, out=sys.stdout) -> None:
                 if host["bpf"]["host_guards"]["loads"]
                 else f"host guards do not load: {host['bpf']['host_guards']['why']}"
             )
+            + f"; {switch_text(host['bpf']['host_guards'])}"
             + "; "
             + (
                 "an lsm/file_open program loads"

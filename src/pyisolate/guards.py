@@ -11,7 +11,9 @@ here holds before any guest code runs. What a cell gets, and where it comes from
   rlimits                             the cell, per sandbox, where it hosts only that one
   host BPF guards                     the supervisor, loaded once per process at its first
   (cgroup-bpf, exec-kill)             cell (pyisolate.bpf); each sandbox's thread is marked
-                                      after its create reply, before the caller gets it
+                                      after its create reply, before the caller gets it;
+                                      the operator's PYISOLATE_HOST_BPF=net leaves exec-kill
+                                      out, =off both (reported missing, with that reason)
   BPF-LSM programs                    the supervisor, loaded once per process at its first
                                       cell where the kernel runs them (pyisolate.lsm); each
                                       sandbox's thread is marked next to the host BPF mark
@@ -100,22 +102,28 @@ def attach(cell) -> GuardReport:
         missing.append("rlimits")
         details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
     # Host BPF guards: loaded here at the first cell. A tampered object is refused, and
-    # so is the cell (it never gets "go").
+    # so is the cell (it never gets "go"); so is an invalid PYISOLATE_HOST_BPF.
     try:
         guard = bpf.shared()
-    except bpf.BpfIntegrityError:
+    except (bpf.BpfIntegrityError, bpf.BpfSwitchError):
         cell.kill()
         raise
     if guard is not None:
-        attached += ["cgroup-bpf", "exec-kill"]
+        attached.append("cgroup-bpf")
         details["cgroup-bpf"] = (
             "cgroup/connect4, connect6, sock_create: each sandbox thread (task storage) connects only to its "
-            "policy's IP:PORT rules, no IPv4/IPv6 socket at all without rules (EPERM)"
+            "policy's IP:PORT rules, no IPv4/IPv6 socket at all without rules (EPERM); "
+            "tp_btf/sched_process_fork marks its new threads"
         )
-        details["exec-kill"] = (
-            "tp_btf/sys_enter: a sandbox task reaching execve/execveat/ptrace/bpf is SIGKILLed with its cell "
-            "(after the call ran: seccomp is what prevents it); tp_btf/sched_process_fork marks its new threads"
-        )
+        if guard.exec_kill:
+            attached.append("exec-kill")
+            details["exec-kill"] = (
+                "tp_btf/sys_enter: a sandbox task reaching execve/execveat/ptrace/bpf is SIGKILLed with its cell "
+                "(after the call ran: seccomp is what prevents it)"
+            )
+        else:
+            missing.append("exec-kill")
+            details["exec-kill"] = bpf.NO_EXEC_KILL
     else:
         missing += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"

@@ -80,7 +80,7 @@ def driver(python, cell_python, tmp_path):
     need((site / "bpf-objects" / "guard.bpf.o").is_file(), "the distribution ships no BPF objects; run `./dev dist`")
     need(Path("/sys/kernel/btf/vmlinux").is_file(), "the kernel exposes no BTF (tp_btf programs need it)")
 
-    def run(body: str, timeout: float = 120) -> dict:
+    def run(body: str, timeout: float = 120, env: dict | None = None) -> dict:
         script = tmp_path / "driver.py"
         script.write_text(DRIVER_PRELUDE + textwrap.dedent(body))
         proc = subprocess.run(
@@ -88,7 +88,7 @@ def driver(python, cell_python, tmp_path):
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "PYISOLATE_PYTHON": str(python)},
+            env={**os.environ, "PYISOLATE_PYTHON": str(python), **(env or {})},
         )
         assert proc.returncode == 0, f"driver failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -341,3 +341,145 @@ def test_reload_swaps_a_sandboxs_rules(driver):
     assert out["before"] == [0, errno.EPERM]
     assert out["swapped"] is True
     assert out["after"] == [errno.EPERM, 0]
+
+
+# The driver's own BPF links and programs, in the kernel's words: /proc/self/fdinfo of its
+# bpf_link fds (link_type, tp_name of a tracepoint link, attach_type of a cgroup one), and
+# the name of each program it holds (bpf(BPF_OBJ_GET_INFO_BY_FD) on its bpf-prog fds:
+# struct bpf_prog_info's name is at byte 64).
+KERNEL_VIEW = r"""
+import ctypes, struct
+
+def kernel_view():
+    libc = ctypes.CDLL(None, use_errno=True)
+    links, programs = [], []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines())}
+        if target == "anon_inode:bpf_link":
+            links.append([fields.get("link_type"), fields.get("tp_name") or fields.get("attach_type")])
+        elif target == "anon_inode:bpf-prog":
+            buf = ctypes.create_string_buffer(256)
+            attr = ctypes.create_string_buffer(struct.pack("=IIQ", int(fd), len(buf), ctypes.addressof(buf)), 128)
+            if libc.syscall(321, 15, attr, 128) != 0:  # bpf(BPF_OBJ_GET_INFO_BY_FD)
+                raise OSError(ctypes.get_errno(), "BPF_OBJ_GET_INFO_BY_FD")
+            programs.append(buf.raw[64:80].split(b"\0")[0].decode())
+    return {"links": sorted(links), "programs": sorted(programs)}
+"""
+
+GUARD_LINKS_NET = [  # what PYISOLATE_HOST_BPF=net leaves attached: all but sys_enter
+    ["cgroup", "10"],  # BPF_CGROUP_INET4_CONNECT
+    ["cgroup", "11"],  # BPF_CGROUP_INET6_CONNECT
+    ["cgroup", "2"],  # BPF_CGROUP_INET_SOCK_CREATE
+    ["raw_tracepoint", "sched_process_fork"],
+]
+
+SWITCHED = r'''
+a = listener("127.0.0.1")
+port = a.getsockname()[1]
+b = listener("127.0.0.2", port)
+probe = """
+box = []
+t = threading.Thread(target=lambda: box.append(connect("127.0.0.2", PORT)))
+t.start(); t.join()
+post({"allowed": connect("127.0.0.1", PORT), "other_host": connect("127.0.0.2", PORT), "thread_other_host": box[0]})
+""".replace("PORT", str(port))
+with Supervisor(pool=0) as sup:
+    sb = sup.spawn("sb", policy("sb", [f"127.0.0.1:{port}"]))
+    sb.exec(GUEST)
+    sb.exec(probe)
+    result = sb.recv(timeout=30)
+    report = sb.cell.guards
+    guard = bpf.shared()
+    out = {
+        "result": result,
+        "cell": {"mode": report.mode, "attached": list(report.attached), "missing": list(report.missing),
+                 "details": dict(report.details)},
+        "sandbox": sb.guards["bpf"],
+        "view": kernel_view(),
+        "switched": bpf.switched(),
+        "unavailable": bpf.unavailable(),
+        "attached": list(guard.attached) if guard else None,
+    }
+from pyisolate import doctor
+host_guards = doctor.report()["host"]["bpf"]["host_guards"]
+out["doctor"] = {"switch": host_guards.get("switch"), "text": doctor.switch_text(host_guards)}
+print(json.dumps(out))
+'''
+
+
+def switched(driver, value: str) -> dict:
+    """A supervisor started with PYISOLATE_HOST_BPF=value: one sandbox with one connect rule,
+    its guest (and a thread the guest starts) connecting to the allowed host and to another
+    on the same port (Landlock allows the port); the reports and the kernel's view."""
+    return driver(f"GUEST = {GUEST_LIBC!r}\n" + KERNEL_VIEW + SWITCHED, env={"PYISOLATE_HOST_BPF": value})
+
+
+def test_switch_net_leaves_out_the_exec_kill(driver):
+    """PYISOLATE_HOST_BPF=net: tp_btf/sys_enter is neither loaded nor attached (the kernel
+    shows no sys_enter link and no such program in the supervisor), the report says why,
+    and connect gating and mark propagation still refuse (EPERM)."""
+    out = switched(driver, "net")
+    assert out["switched"] == "net" and out["unavailable"] is None
+    # The kernel refuses as before: cgroup/connect4, the thread through the fork program.
+    assert out["result"] == {"allowed": 0, "other_host": errno.EPERM, "thread_other_host": errno.EPERM}
+    cell = out["cell"]
+    assert "cgroup-bpf" in cell["attached"] and "exec-kill" not in cell["attached"]
+    assert "exec-kill" in cell["missing"] and cell["mode"] == "landlock"
+    why = cell["details"]["exec-kill"]
+    assert "PYISOLATE_HOST_BPF=net" in why and "operator" in why and "seccomp still refuses" in why
+    sandbox = out["sandbox"]
+    assert (
+        sandbox["attached"] and sandbox["exec_kill"] is False and "PYISOLATE_HOST_BPF=net" in sandbox["exec_kill_why"]
+    )
+    assert "tp_btf/sys_enter" not in sandbox["programs"] and "tp_btf/sys_enter" not in out["attached"]
+    assert out["view"]["links"] == GUARD_LINKS_NET  # no ["raw_tracepoint", "sys_enter"]
+    assert "pyi_fork" in out["view"]["programs"] and "pyi_connect4" in out["view"]["programs"]
+    assert "pyi_sys_enter" not in out["view"]["programs"]  # never loaded
+    assert out["doctor"]["switch"] == "net" and "no tp_btf/sys_enter" in out["doctor"]["text"]
+
+
+def test_switch_off_loads_nothing(driver):
+    """PYISOLATE_HOST_BPF=off: no host guard program or link in the supervisor, the report
+    names the switch, and nothing refuses the connect the rules leave out (Landlock only)."""
+    out = switched(driver, "off")
+    assert out["switched"] == "off" and out["attached"] is None
+    assert "PYISOLATE_HOST_BPF=off" in out["unavailable"]
+    assert out["result"] == {"allowed": 0, "other_host": 0, "thread_other_host": 0}
+    cell = out["cell"]
+    assert {"cgroup-bpf", "exec-kill"} <= set(cell["missing"]) and cell["mode"] == "landlock"
+    assert all("PYISOLATE_HOST_BPF=off" in cell["details"][name] for name in ("cgroup-bpf", "exec-kill"))
+    assert out["sandbox"]["attached"] is False and "PYISOLATE_HOST_BPF=off" in out["sandbox"]["why"]
+    guard_programs = {"pyi_fork", "pyi_sys_enter", "pyi_connect4", "pyi_connect6", "pyi_sock_create"}
+    assert not guard_programs & set(out["view"]["programs"])
+    assert not [link for link in out["view"]["links"] if link[0] in ("cgroup", "raw_tracepoint")]
+    assert out["doctor"]["switch"] == "off" and "no host guard" in out["doctor"]["text"]
+
+
+def test_switch_invalid_value_fails_the_spawn(driver):
+    """Any other value: the first cell's spawn fails naming the variable, the value and the
+    allowed ones (and so does the next: the error is not cached), and nothing is loaded."""
+    out = driver(
+        KERNEL_VIEW
+        + """
+        errors = []
+        with Supervisor(pool=0) as sup:
+            for attempt in range(2):
+                try:
+                    sup.spawn(f"never{attempt}", "compute-only")
+                except Exception as exc:
+                    errors.append([type(exc).__name__, str(exc)])
+        print(json.dumps({"errors": errors, "view": kernel_view(), "switched": bpf.switched()}))
+        """.replace("\n        ", "\n"),
+        env={"PYISOLATE_HOST_BPF": "exec-only"},
+    )
+    assert len(out["errors"]) == 2, out
+    for name, message in out["errors"]:
+        assert name == "BpfSwitchError"
+        assert "PYISOLATE_HOST_BPF='exec-only'" in message and "all, net, off" in message
+    assert out["switched"] is None
+    assert not [link for link in out["view"]["links"] if link[0] in ("cgroup", "raw_tracepoint")]
