@@ -172,6 +172,10 @@ def test_cfi_interpreter_is_clang_with_cfi(cfi_dist):
     # handed to extension builds.
     for var in ("CFLAGS", "LDSHARED"):
         assert "ignorelist" not in flags[var] and "thinlto-cache" not in flags[var], flags[var]
+    # The tool configure would otherwise search for (whichever llvm-profdata the build
+    # machine has) is named by the flavour, so every builder records the same.
+    proc = run(python, "-I", "-c", "import sysconfig; print(sysconfig.get_config_var('LLVM_PROF_MERGER'))")
+    assert proc.stdout.startswith("/usr/bin/llvm-profdata-19 merge"), proc.stdout
 
 
 def test_cfi_build_records_no_checkout_or_cache_path(cfi_dist):
