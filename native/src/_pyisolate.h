@@ -5,6 +5,10 @@
  *                      cell's process-wide base filter
  *   bpf_guard.c        the loader of bpf/guard.bpf.c (libbpf, its skeleton): open+load
  *                      verified bytes, attach, marks and rules in its maps, denial events
+ *   bpf_lsm.c          the loader of bpf/lsm.bpf.c (mode `full`), the same way
+ *   bpf_common.c       what both loaders share: libbpf log capture, phase errors, the
+ *                      capsule's loader (lock, ring buffer of denials, close)
+ *   crash_guard.c      fault handlers on alternate stacks, a report, then the cell ends
  *   noise_*.c, broker_*.c  the sealed broker (docs/broker-protocol.md) over libsodium,
  *                      linked statically; broker_py.c adds its types and functions
  *   _pyisolate.c       the module: method table, multi-phase init (main interpreter only)
@@ -43,7 +47,8 @@ PyObject *pyi_bpf_probe_lsm(PyObject *module, PyObject *unused);
 /* The BPF loader's entries of the method table (bpf_guard.c; used by pyisolate/bpf.py). */
 #define PYI_BPF_GUARD_METHODS \
     {"bpf_guard_open", pyi_bpf_guard_open, METH_O, \
-     "bpf_guard_open(obj: bytes) -> guard\n\nOpen and load guard.bpf.o from its (verified) bytes."}, \
+     "bpf_guard_open(obj: bytes | (bytes, exec_kill: bool)) -> guard\n\nOpen and load guard.bpf.o from its " \
+     "(verified) bytes; exec_kill=False never loads tp_btf/sys_enter (PYISOLATE_HOST_BPF=net)."}, \
     {"bpf_guard_attach", pyi_bpf_guard_attach, METH_VARARGS, \
      "bpf_guard_attach(guard, cgroup_dir) -> names\n\nAttach the tp_btf programs, and the cgroup sock " \
      "programs to the cgroup v2 directory."}, \
