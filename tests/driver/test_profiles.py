@@ -26,7 +26,11 @@ def test_shipped_profiles_load():
     assert {"hardened", "plain", "cfi"} <= set(flavours)
     cfi = flavours["cfi"]
     assert cfi.audit.cfi == "require" and flavours["hardened"].audit.cfi == "report"
-    assert dict(cfi.env) == {"AR": "llvm-ar-19", "RANLIB": "llvm-ranlib-19"}
+    assert dict(cfi.env) == {
+        "AR": "llvm-ar-19",
+        "RANLIB": "llvm-ranlib-19",
+        "LLVM_PROFDATA": "/usr/bin/llvm-profdata-19",
+    }
     assert cfi.repo_files() == ["cpython-patches/cfi-ignorelist.txt"]
 
 
