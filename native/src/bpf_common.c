@@ -6,10 +6,12 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <linux/types.h>
+#include <bpf/bpf.h>
 
 #include "guard.h"
 
@@ -225,4 +227,44 @@ pyi_bpf_loader_close(PyObject *capsule, const char *name)
     loader_free(l);
     pthread_mutex_unlock(&l->lock);
     Py_RETURN_NONE;
+}
+
+int
+pyi_bpf_rule_key(struct pyi_rule_key *key, const char *who, unsigned int rule_set, unsigned int family,
+                 Py_buffer *addr, unsigned int port)
+{
+    size_t want = family == AF_INET ? 4 : family == AF_INET6 ? 16 : 0;
+    if ((family != 0 && family != AF_INET && family != AF_INET6) || (size_t)addr->len != want || port > 65535) {
+        PyErr_Format(PyExc_ValueError, "%s: bad rule (family %u, %zd address bytes, port %u)", who, family, addr->len,
+                     port);
+        PyBuffer_Release(addr);
+        return -1;
+    }
+    memset(key, 0, sizeof(*key));
+    key->policy = rule_set;
+    key->family = (__u8)family;
+    key->port = (__u16)port;
+    memcpy(key->addr, addr->buf, want);
+    PyBuffer_Release(addr);
+    return 0;
+}
+
+int
+pyi_bpf_u32_or_none(PyObject *obj, unsigned int *value)
+{
+    *value = 0;
+    if (obj == Py_None)
+        return 0;
+    *value = (unsigned int)PyLong_AsUnsignedLong(obj);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+int
+pyi_bpf_map_put_unlock(struct pyi_bpf_loader *l, int fd, const void *key, const void *value)
+{
+    int err = 0;
+    if (value != NULL ? bpf_map_update_elem(fd, key, value, BPF_ANY) : bpf_map_delete_elem(fd, key))
+        err = errno;
+    pthread_mutex_unlock(&l->lock);
+    return value == NULL && err == ENOENT ? 0 : err;
 }

@@ -13,7 +13,8 @@
 
 #include <bpf/libbpf.h>
 
-struct pyi_event; /* bpf/guard.h: the record both objects write to their ring buffer */
+struct pyi_event;    /* bpf/guard.h: the record both objects write to their ring buffer */
+struct pyi_rule_key; /* bpf/guard.h: a connect rule's key in either object's `rules` map */
 
 /* Capture libbpf's messages (kept, not printed, so an error can quote their tail): the
  * buffer emptied, the capturing callback installed. Returns the callback it replaced. */
@@ -59,5 +60,18 @@ struct pyi_bpf_loader *pyi_bpf_loader_lock(PyObject *capsule, const char *name);
 PyObject *pyi_bpf_loader_events(PyObject *capsule, const char *name);
 /* Detach and unload now (the capsule's destructor does it too); None. */
 PyObject *pyi_bpf_loader_close(PyObject *capsule, const char *name);
+
+/* A connect rule's key from its Python arguments (family 0 with b"" for any host,
+ * AF_INET with 4 address bytes, AF_INET6 with 16; port 0 for any port); `addr` is
+ * released either way. -1 with ValueError when the arguments do not fit. */
+int pyi_bpf_rule_key(struct pyi_rule_key *key, const char *who, unsigned int rule_set, unsigned int family,
+                     Py_buffer *addr, unsigned int port);
+/* A map value that Python passes as an int, or None for "delete it": 0 with *value set
+ * (0 for None), or -1 with an exception. */
+int pyi_bpf_u32_or_none(PyObject *obj, unsigned int *value);
+/* Under the loader's lock, which the caller took and this releases: put `value` at `key`
+ * in map `fd`, or delete the key when value is NULL (a key already gone is no error).
+ * 0 or the errno. */
+int pyi_bpf_map_put_unlock(struct pyi_bpf_loader *l, int fd, const void *key, const void *value);
 
 #endif

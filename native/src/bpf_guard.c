@@ -266,22 +266,17 @@ pyi_bpf_guard_mark_cgroup(PyObject *module, PyObject *args)
     unsigned int policy;
     if (!PyArg_ParseTuple(args, "OKIO:bpf_guard_mark_cgroup", &capsule, &cgroup, &policy, &flags_obj))
         return NULL;
-    unsigned int flags = 0;
-    if (flags_obj != Py_None) {
-        flags = (unsigned int)PyLong_AsUnsignedLong(flags_obj);
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    unsigned int flags;
+    if (pyi_bpf_u32_or_none(flags_obj, &flags) != 0)
+        return NULL;
     struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     __u64 key = cgroup;
     struct pyi_mark mark = {.policy = policy, .flags = flags};
-    int fd = bpf_map__fd(guard_skel(g)->maps.cgroup_marks), err = 0;
-    if (flags_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &mark, BPF_ANY))
-        err = errno;
-    pthread_mutex_unlock(&g->lock);
-    if (err && !(flags_obj == Py_None && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(g, bpf_map__fd(guard_skel(g)->maps.cgroup_marks), &key,
+                                     flags_obj == Py_None ? NULL : &mark);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf guard: mark cgroup %llu: %s", cgroup, strerror(err));
     Py_RETURN_NONE;
 }
@@ -297,28 +292,15 @@ pyi_bpf_guard_rule(PyObject *module, PyObject *args)
     int add;
     if (!PyArg_ParseTuple(args, "OIIy*Ip:bpf_guard_rule", &capsule, &rule_set, &family, &addr, &port, &add))
         return NULL;
-    struct pyi_rule_key key;
-    memset(&key, 0, sizeof(key));
-    size_t want = family == AF_INET ? 4 : family == AF_INET6 ? 16 : 0;
-    if ((family != 0 && family != AF_INET && family != AF_INET6) || (size_t)addr.len != want || port > 65535) {
-        PyBuffer_Release(&addr);
-        return PyErr_Format(PyExc_ValueError, "bpf guard: bad rule (family %u, %zd address bytes, port %u)", family,
-                            addr.len, port);
-    }
-    key.policy = rule_set; /* the field holds the rule set (guard.h) */
-    key.family = (__u8)family;
-    key.port = (__u16)port;
-    memcpy(key.addr, addr.buf, want);
-    PyBuffer_Release(&addr);
+    struct pyi_rule_key key; /* its policy field holds the rule set (guard.h) */
+    if (pyi_bpf_rule_key(&key, WHO, rule_set, family, &addr, port) != 0)
+        return NULL;
     struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
     __u8 one = 1;
-    int fd = bpf_map__fd(guard_skel(g)->maps.rules), err = 0;
-    if (add ? bpf_map_update_elem(fd, &key, &one, BPF_ANY) : bpf_map_delete_elem(fd, &key))
-        err = errno;
-    pthread_mutex_unlock(&g->lock);
-    if (err && !(!add && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(g, bpf_map__fd(guard_skel(g)->maps.rules), &key, add ? &one : NULL);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf guard: %s rule of set %u: %s", add ? "add" : "delete", rule_set,
                             strerror(err));
     Py_RETURN_NONE;
@@ -333,20 +315,15 @@ pyi_bpf_guard_rule_set(PyObject *module, PyObject *args)
     unsigned int policy;
     if (!PyArg_ParseTuple(args, "OIO:bpf_guard_rule_set", &capsule, &policy, &set_obj))
         return NULL;
-    __u32 key = policy, value = 0;
-    if (set_obj != Py_None) {
-        value = (__u32)PyLong_AsUnsignedLong(set_obj);
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    __u32 key = policy, value;
+    if (pyi_bpf_u32_or_none(set_obj, &value) != 0)
+        return NULL;
     struct pyi_bpf_loader *g = guard_lock(capsule);
     if (g == NULL)
         return NULL;
-    int fd = bpf_map__fd(guard_skel(g)->maps.rule_sets), err = 0;
-    if (set_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &value, BPF_ANY))
-        err = errno;
-    pthread_mutex_unlock(&g->lock);
-    if (err && !(set_obj == Py_None && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(g, bpf_map__fd(guard_skel(g)->maps.rule_sets), &key,
+                                     set_obj == Py_None ? NULL : &value);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf guard: rule set of policy %u: %s", policy, strerror(err));
     Py_RETURN_NONE;
 }

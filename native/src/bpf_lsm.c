@@ -235,11 +235,8 @@ pyi_bpf_lsm_fs_rule(PyObject *module, PyObject *args)
         return NULL;
     struct pyi_fs_key key = {.policy = rule_set, .dev = dev, .ino = ino};
     __u32 value = bits;
-    int fd = bpf_map__fd(lsm_skel(l)->maps.fs_rules), err = 0;
-    if (bits ? bpf_map_update_elem(fd, &key, &value, BPF_ANY) : bpf_map_delete_elem(fd, &key))
-        err = errno;
-    pthread_mutex_unlock(&l->base.lock);
-    if (err && !(bits == 0 && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(&l->base, bpf_map__fd(lsm_skel(l)->maps.fs_rules), &key, bits ? &value : NULL);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf lsm: path rule (%u, %llu) of set %u: %s", dev, ino, rule_set,
                             strerror(err));
     Py_RETURN_NONE;
@@ -256,27 +253,14 @@ pyi_bpf_lsm_net_rule(PyObject *module, PyObject *args)
     if (!PyArg_ParseTuple(args, "OIIy*Ip:bpf_lsm_net_rule", &capsule, &rule_set, &family, &addr, &port, &add))
         return NULL;
     struct pyi_rule_key key;
-    memset(&key, 0, sizeof(key));
-    size_t want = family == AF_INET ? 4 : family == AF_INET6 ? 16 : 0;
-    if ((family != 0 && family != AF_INET && family != AF_INET6) || (size_t)addr.len != want || port > 65535) {
-        PyBuffer_Release(&addr);
-        return PyErr_Format(PyExc_ValueError, "bpf lsm: bad rule (family %u, %zd address bytes, port %u)", family,
-                            addr.len, port);
-    }
-    key.policy = rule_set;
-    key.family = (__u8)family;
-    key.port = (__u16)port;
-    memcpy(key.addr, addr.buf, want);
-    PyBuffer_Release(&addr);
+    if (pyi_bpf_rule_key(&key, WHO, rule_set, family, &addr, port) != 0)
+        return NULL;
     struct lsm *l = lsm_lock(capsule);
     if (l == NULL)
         return NULL;
     __u8 one = 1;
-    int fd = bpf_map__fd(lsm_skel(l)->maps.rules), err = 0;
-    if (add ? bpf_map_update_elem(fd, &key, &one, BPF_ANY) : bpf_map_delete_elem(fd, &key))
-        err = errno;
-    pthread_mutex_unlock(&l->base.lock);
-    if (err && !(!add && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(&l->base, bpf_map__fd(lsm_skel(l)->maps.rules), &key, add ? &one : NULL);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf lsm: %s connect rule of set %u: %s", add ? "add" : "delete",
                             rule_set, strerror(err));
     Py_RETURN_NONE;
@@ -291,20 +275,15 @@ pyi_bpf_lsm_rule_set(PyObject *module, PyObject *args)
     unsigned int policy;
     if (!PyArg_ParseTuple(args, "OIO:bpf_lsm_rule_set", &capsule, &policy, &set_obj))
         return NULL;
-    __u32 key = policy, value = 0;
-    if (set_obj != Py_None) {
-        value = (__u32)PyLong_AsUnsignedLong(set_obj);
-        if (PyErr_Occurred())
-            return NULL;
-    }
+    __u32 key = policy, value;
+    if (pyi_bpf_u32_or_none(set_obj, &value) != 0)
+        return NULL;
     struct lsm *l = lsm_lock(capsule);
     if (l == NULL)
         return NULL;
-    int fd = bpf_map__fd(lsm_skel(l)->maps.rule_sets), err = 0;
-    if (set_obj == Py_None ? bpf_map_delete_elem(fd, &key) : bpf_map_update_elem(fd, &key, &value, BPF_ANY))
-        err = errno;
-    pthread_mutex_unlock(&l->base.lock);
-    if (err && !(set_obj == Py_None && err == ENOENT))
+    int err = pyi_bpf_map_put_unlock(&l->base, bpf_map__fd(lsm_skel(l)->maps.rule_sets), &key,
+                                     set_obj == Py_None ? NULL : &value);
+    if (err)
         return PyErr_Format(PyExc_OSError, "bpf lsm: rule set of policy %u: %s", policy, strerror(err));
     Py_RETURN_NONE;
 }
