@@ -374,11 +374,13 @@ class _Relay:
                         self._selector.register(link.inner, selectors.EVENT_READ, (link, False))
                     continue
                 link, from_supervisor = key.data
+                if link.closed:  # both its ends were ready in this batch; the first closed it
+                    continue
                 try:
                     link.pump(from_supervisor)
                 except Exception:  # whatever ends one link must not end the relay
                     for sock in (link.sealed, link.inner):
-                        self._selector.unregister(sock)
+                        self._selector.unregister(sock)  # while open: unregister needs its number
                     link.close()
 
 
@@ -386,6 +388,7 @@ class _Link:
     def __init__(self, sealed: socket.socket, inner: socket.socket, transport):
         self.sealed, self.inner, self.transport = sealed, inner, transport
         self.buffers = {True: bytearray(), False: bytearray()}
+        self.closed = False
 
     def pump(self, from_supervisor: bool) -> None:
         source = self.sealed if from_supervisor else self.inner
@@ -412,6 +415,7 @@ class _Link:
                 self.sealed.sendall(self.transport.seal(body))
 
     def close(self) -> None:
+        self.closed = True
         self.transport.close()
         for sock in (self.sealed, self.inner):
             try:

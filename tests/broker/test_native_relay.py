@@ -1,15 +1,20 @@
+# ruff: noqa: F811 (the fixtures imported from broker_support are parameters here)
 """The cell's relay between each sandbox's sealed socket and the guest's plain end
 (docs/broker-protocol.md §2): on the distribution it is the extension's native thread
 (native/src/broker_relay.c), which must behave as the Python relay it replaces; with the
 ctypes backend the Python relay still runs."""
 
 import os
+import socket
+import struct
 import threading
 from pathlib import Path
 
 import pytest
+from broker_support import broker_lib, c  # noqa: F401 (fixtures, used as parameters)
 
 import pyisolate as iso
+from pyisolate import broker
 from pyisolate.errors import PyIsolateError
 
 NATIVE, PYTHON = "pyi-seal-relay", "broker-relay"
@@ -82,3 +87,39 @@ def test_concurrent_sandboxes_share_the_relay(supervisor):
     for t in threads:
         t.join(120)
     assert not failures and not any(t.is_alive() for t in threads)
+
+
+def _python_link(c):
+    """A link as the cell makes it: (supervisor's transport and end, the relay's two
+    sockets with the cell's transport, the guest's plain end)."""
+    (cs, _), (ss, sp) = c.x25519_keypair(), c.x25519_keypair()
+    cell = c.NoiseHandshake(True, cs, prologue=b"relay", remote_static=sp)
+    sup = c.NoiseHandshake(False, ss, prologue=b"relay")
+    sup.read_message(cell.write_message())
+    cell.read_message(sup.write_message())
+    supervisor_end, sealed = socket.socketpair()
+    guest_end, inner = socket.socketpair()
+    return sup.to_transport(), supervisor_end, (sealed, inner, cell.to_transport()), guest_end
+
+
+def test_python_relay_outlives_a_link_whose_two_ends_close_together(c):
+    """A sandbox refused at create: the supervisor and the guest drop their ends at once,
+    so one select() batch reports both of the link's sockets. The relay must close that
+    link once and keep serving the cell's next sandbox (it once died on the second event,
+    and every later sandbox of the cell hung before `ready`)."""
+    relay = broker._Relay()
+    _, supervisor_end, link, guest_end = _python_link(c)
+    supervisor_end.close()
+    guest_end.close()
+    relay.add(*link)
+    transport, supervisor_end, link, guest_end = _python_link(c)
+    relay.add(*link)
+    guest_end.settimeout(10)
+    supervisor_end.settimeout(10)
+    supervisor_end.sendall(transport.seal(b"to the guest"))
+    (length,) = struct.unpack(">I", guest_end.recv(4))
+    assert guest_end.recv(length) == b"to the guest"
+    guest_end.sendall(struct.pack(">I", 13) + b"to the broker")
+    header = supervisor_end.recv(4)
+    body = supervisor_end.recv(transport.frame_length(header), socket.MSG_WAITALL)
+    assert transport.open(body) == b"to the broker"
