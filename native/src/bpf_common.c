@@ -179,7 +179,13 @@ pyi_bpf_loader_lock(PyObject *capsule, const char *name)
     struct pyi_bpf_loader *l = PyCapsule_GetPointer(capsule, name);
     if (l == NULL)
         return NULL;
-    pthread_mutex_lock(&l->lock);
+    if (pthread_mutex_trylock(&l->lock) != 0) {
+        /* Another thread holds it (an attach or a load of rules): wait detached, so this
+         * wait never holds up a stop-the-world pause of the free-threaded interpreter. */
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&l->lock);
+        Py_END_ALLOW_THREADS
+    }
     if (l->skel == NULL) {
         pthread_mutex_unlock(&l->lock);
         PyErr_Format(PyExc_ValueError, "%s: closed", l->who);

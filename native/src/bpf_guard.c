@@ -101,7 +101,9 @@ pyi_bpf_guard_open(PyObject *module, PyObject *arg)
         pyi_bpf_phase_error(WHO, err, "open", "tp_btf/sys_enter (leaving it out)");
         goto fail;
     }
+    Py_BEGIN_ALLOW_THREADS /* the verifier takes ms: other Python threads run meanwhile */
     err = guard_bpf__load(s);
+    Py_END_ALLOW_THREADS
     if (err) {
         pyi_bpf_phase_error(WHO, err, "load", "guard.bpf.o (maps, programs, verifier)");
         goto fail;
@@ -112,6 +114,43 @@ pyi_bpf_guard_open(PyObject *module, PyObject *arg)
 fail:
     pyi_bpf_loader_delete(g);
     return NULL;
+}
+
+/* Every program, fork propagation first (a thread created while the rest attaches is
+ * still marked); on failure errno is set and *what names the step. Runs detached from
+ * the interpreter: it touches no Python object. */
+static int
+attach_all(struct guard_bpf *s, int exec_kill, const char *cgroup_dir, const char **what)
+{
+    *what = "tp_btf/sched_process_fork";
+    s->links.pyi_fork = bpf_program__attach(s->progs.pyi_fork);
+    if (s->links.pyi_fork == NULL)
+        return -1;
+    *what = "tp_btf/sys_enter";
+    if (exec_kill) {
+        s->links.pyi_sys_enter = bpf_program__attach(s->progs.pyi_sys_enter);
+        if (s->links.pyi_sys_enter == NULL)
+            return -1;
+    }
+    *what = cgroup_dir;
+    int cgroup_fd = open(cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (cgroup_fd < 0)
+        return -1;
+    struct bpf_link **links[] = {&s->links.pyi_sock_create, &s->links.pyi_connect4, &s->links.pyi_connect6};
+    struct bpf_program *progs[] = {s->progs.pyi_sock_create, s->progs.pyi_connect4, s->progs.pyi_connect6};
+    const char *names[] = {"cgroup/sock_create", "cgroup/connect4", "cgroup/connect6"};
+    for (size_t i = 0; i < sizeof(progs) / sizeof(progs[0]); i++) {
+        *what = names[i];
+        *links[i] = bpf_program__attach_cgroup(progs[i], cgroup_fd);
+        if (*links[i] == NULL) {
+            int saved = errno;
+            close(cgroup_fd);
+            errno = saved;
+            return -1;
+        }
+    }
+    close(cgroup_fd);
+    return 0;
 }
 
 PyObject *
@@ -126,7 +165,7 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
         return NULL;
     struct guard_bpf *s = g->skel;
     const char *what = "";
-    int err = 0, cgroup_fd = -1;
+    int rc, err = 0;
     /* Left out at open (PYISOLATE_HOST_BPF=net): not loaded, so nothing to attach. */
     int exec_kill = bpf_program__autoload(s->progs.pyi_sys_enter);
     if (g->attached) {
@@ -135,34 +174,16 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
         return NULL;
     }
     pyi_bpf_log_begin(); /* emptied; installed again in case bpf_lsm.c put another one back */
-    /* Fork propagation first: a thread created while the rest attaches is still marked. */
-    what = "tp_btf/sched_process_fork";
-    s->links.pyi_fork = bpf_program__attach(s->progs.pyi_fork);
-    if (s->links.pyi_fork == NULL)
-        goto fail;
-    what = "tp_btf/sys_enter";
-    if (exec_kill) {
-        s->links.pyi_sys_enter = bpf_program__attach(s->progs.pyi_sys_enter);
-        if (s->links.pyi_sys_enter == NULL)
-            goto fail;
+    Py_BEGIN_ALLOW_THREADS
+    rc = attach_all(s, exec_kill, cgroup_dir, &what);
+    err = errno;
+    if (rc < 0)
+        guard_bpf__detach(s); /* all or nothing */
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        pthread_mutex_unlock(&g->lock);
+        return pyi_bpf_phase_error(WHO, err, "attach", what);
     }
-    what = cgroup_dir;
-    cgroup_fd = open(cgroup_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (cgroup_fd < 0)
-        goto fail;
-    what = "cgroup/sock_create";
-    s->links.pyi_sock_create = bpf_program__attach_cgroup(s->progs.pyi_sock_create, cgroup_fd);
-    if (s->links.pyi_sock_create == NULL)
-        goto fail;
-    what = "cgroup/connect4";
-    s->links.pyi_connect4 = bpf_program__attach_cgroup(s->progs.pyi_connect4, cgroup_fd);
-    if (s->links.pyi_connect4 == NULL)
-        goto fail;
-    what = "cgroup/connect6";
-    s->links.pyi_connect6 = bpf_program__attach_cgroup(s->progs.pyi_connect6, cgroup_fd);
-    if (s->links.pyi_connect6 == NULL)
-        goto fail;
-    close(cgroup_fd);
     g->attached = 1;
     pthread_mutex_unlock(&g->lock);
     if (!exec_kill)
@@ -170,13 +191,6 @@ pyi_bpf_guard_attach(PyObject *module, PyObject *args)
                              "cgroup/connect6");
     return Py_BuildValue("(sssss)", "tp_btf/sched_process_fork", "tp_btf/sys_enter", "cgroup/sock_create",
                          "cgroup/connect4", "cgroup/connect6");
-fail:
-    err = errno;
-    if (cgroup_fd >= 0)
-        close(cgroup_fd);
-    guard_bpf__detach(s); /* all or nothing */
-    pthread_mutex_unlock(&g->lock);
-    return pyi_bpf_phase_error(WHO, err, "attach", what);
 }
 
 static int

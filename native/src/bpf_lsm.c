@@ -88,7 +88,9 @@ pyi_bpf_lsm_open(PyObject *module, PyObject *arg)
         pyi_bpf_phase_error(WHO, err, "open", "lsm.bpf.o (ELF, BTF, skeleton names)");
         goto done;
     }
+    Py_BEGIN_ALLOW_THREADS /* the verifier takes ms: other Python threads run meanwhile */
     err = lsm_bpf__load(s);
+    Py_END_ALLOW_THREADS
     if (err) {
         pyi_bpf_phase_error(WHO, err, "load", "lsm.bpf.o (maps, programs, verifier)");
         goto done;
@@ -113,7 +115,10 @@ pyi_bpf_lsm_attach(PyObject *module, PyObject *capsule)
         return NULL;
     }
     libbpf_print_fn_t previous = pyi_bpf_log_begin();
-    int err = lsm_bpf__attach(lsm_skel(l));
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = lsm_bpf__attach(lsm_skel(l));
+    Py_END_ALLOW_THREADS
     pyi_bpf_log_end(previous);
     if (err) {
         lsm_bpf__detach(lsm_skel(l)); /* all or nothing */

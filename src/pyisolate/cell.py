@@ -44,6 +44,8 @@ PRELOAD = (
 # What a sandbox needs before its boot can run, for interpreters made on demand.
 BOOT_IMPORTS = "import json, traceback, io, tempfile"
 GUARD_TIMEOUT = 30.0
+# Set by the supervisor for a cell it starts without a warm pool (see Spare).
+SPARE_ENV = "PYISOLATE_CELL_SPARE"
 
 
 class GuardError(Exception):
@@ -67,11 +69,35 @@ def new_interpreter(preload: str) -> int:
     return iid
 
 
+class Spare:
+    """One interpreter made with BOOT_IMPORTS while the supervisor places the cell and
+    attaches its guards, for a cell without a warm pool (pyisolate-python, isolation=
+    "process"): its first sandbox does not wait ~40 ms for it. Only the distribution's
+    own modules run in it before "go"; its pages may be charged to the cgroup the cell
+    started in rather than its own, as the cell's start-up imports are."""
+
+    def __init__(self):
+        self._made: list[int] = []
+        self._thread = threading.Thread(target=self._make, name="spare", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            self._made.append(new_interpreter(BOOT_IMPORTS))
+        except Exception:  # take() returns None; the create then meets the error itself
+            pass
+
+    def take(self) -> int | None:
+        self._thread.join()
+        return self._made.pop() if self._made else None
+
+
 class Pool:
     """Pre-created interpreters with PRELOAD done, refilled in the background."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, spare: Spare | None = None):
         self.size = size
+        self._spare = spare
         self._ready: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wanted = threading.Semaphore(size)
         if size > 0:
@@ -82,8 +108,12 @@ class Pool:
             self._wanted.acquire()
             self._ready.put(new_interpreter(PRELOAD))
 
-    def take(self) -> tuple[int, bool]:
-        """An interpreter id, and whether it came warm from the pool."""
+    def take(self) -> tuple[int, str]:
+        """An interpreter id, and where it came from: "pool" (warm, PRELOAD done),
+        "spare" (made during the cell's start) or "new" (made now)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and (iid := spare.take()) is not None:
+            return iid, "spare"
         if self.size:
             try:
                 iid = self._ready.get_nowait()
@@ -91,8 +121,8 @@ class Pool:
                 pass
             else:
                 self._wanted.release()
-                return iid, True
-        return new_interpreter(BOOT_IMPORTS), False
+                return iid, "pool"
+        return new_interpreter(BOOT_IMPORTS), "new"
 
 
 class CellSandbox:
@@ -204,6 +234,7 @@ class Cell:
             }
         )
         self.quota_report = quotas.cell_start(self)  # crash handlers, heartbeat (before any other thread)
+        spare = Spare() if os.environ.get(SPARE_ENV) == "1" else None
         while True:
             message, fds = self.channel.recv_with_fds()
             if message is None:
@@ -212,7 +243,7 @@ class Cell:
             if op == "go":
                 self.go_at = time.monotonic()
                 self.exclusive = bool(message.get("exclusive", False))
-                self.pool = Pool(int(message.get("pool", 0)))
+                self.pool = Pool(int(message.get("pool", 0)), spare)
                 self.send({"id": rid, "ok": True, "v": {"go_at": self.go_at}})
             elif self.go_at is None:
                 # The guards are not attached yet: refuse everything that could run code.
@@ -236,7 +267,7 @@ class Cell:
             t0 = time.perf_counter()
             if self.exclusive and self.sandboxes:
                 raise ValueError("this cell hosts a single sandbox (isolation='process')")
-            iid, warm = self.pool.take()
+            iid, origin = self.pool.take()
             quota = quotas.set_cap(iid, (message["policy"].get("limits") or {}).get("memory"))
             config = {"policy": message["policy"], "tmp": message.get("tmp")}
             sock = socket.socket(fileno=fds.pop())  # the sandbox owns it from here on
@@ -251,7 +282,12 @@ class Cell:
             # After the sandbox's own descriptors exist (its socket, the relay's, the rule
             # book), before any request can reach it: the guest's share is what remains.
             rlimits = kernel.apply_rlimits(message["policy"].get("limits") or {}, self.exclusive)
-            reply = {"warm": warm, "seconds": time.perf_counter() - t0, "guards": dict(sandbox.guards, rlimits=rlimits)}
+            reply = {
+                "warm": origin == "pool",
+                "origin": origin,
+                "seconds": time.perf_counter() - t0,
+                "guards": dict(sandbox.guards, rlimits=rlimits),
+            }
             reply["quota"] = dict(quota, tid=sandbox.native_tid)  # the watchdog's handles (quotas.py)
             reply["tid"] = sandbox.tid
             self.send({"id": rid, "ok": True, "v": reply})

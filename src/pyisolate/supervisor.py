@@ -120,7 +120,13 @@ class Cell:
         self.proc = subprocess.Popen(
             [supervisor.python, "-I", "-B", "-m", "pyisolate.cell", str(theirs.fileno())],
             pass_fds=[theirs.fileno(), secret_r, self.quota.fault_w],
-            env={**supervisor.cell_env, **broker.child_env(secret_r), "PYISOLATE_CELL": "1", **self.quota.child_env()},
+            env={
+                **supervisor.cell_env,
+                **broker.child_env(secret_r),
+                "PYISOLATE_CELL": "1",
+                **({"PYISOLATE_CELL_SPARE": "1"} if pool == 0 else {}),  # cell.Spare
+                **self.quota.child_env(),
+            },
             stdin=supervisor.stdin,
             stdout=supervisor.stdout,
             stderr=supervisor.stderr,
@@ -128,6 +134,7 @@ class Cell:
         )
         theirs.close()
         os.close(secret_r)
+        guards.load_in_background()  # the host's BPF load overlaps the cell's start-up
         try:
             transport = broker.respond(ours, broker.label_control(), supervisor.broker_keys, self.identity)
         except broker.HandshakeError as exc:

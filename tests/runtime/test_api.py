@@ -88,8 +88,24 @@ def test_warm_pool_hands_out_interpreters(supervisor):
     first = supervisor.spawn("w1")
     time.sleep(1.0)  # let the pool refill in the background
     second = supervisor.spawn("w2")
-    assert second.spawn_info["warm"] is True
+    assert second.spawn_info["warm"] is True and second.spawn_info["origin"] == "pool"
     assert first.cell is second.cell
+    assert first.spawn_info["origin"] in ("pool", "new")  # a pooled cell makes no spare
+
+
+def test_a_cell_without_pool_makes_its_first_interpreter_while_it_starts(cell_python):
+    """cell.Spare: created between hello and go (only the distribution's modules run in it
+    before go), then used by the cell's first sandbox like one made on demand."""
+    with iso.Supervisor(python=cell_python, pool=0) as sup:
+        first, second = sup.spawn("first", "compute-only"), sup.spawn("second", "compute-only")
+        assert (first.spawn_info["origin"], second.spawn_info["origin"]) == ("spare", "new")
+        assert first.spawn_info["warm"] is False
+        assert first.call("operator.mul", 6, 7) == 42 and second.call("operator.mul", 3, 3) == 9
+        assert first.guards["seccomp"] == second.guards["seccomp"] and first.guards["landlock"]
+        with pytest.raises(SandboxError, match="not allowed"):
+            first.exec("import socket")  # the boot's gate holds in the spare as in any other
+        solo = sup.spawn("solo", "compute-only", isolation="process")
+        assert solo.spawn_info["origin"] == "spare" and solo.cell is not first.cell
 
 
 def test_tenants_get_different_cells_and_process_isolation(supervisor):
