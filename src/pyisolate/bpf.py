@@ -252,11 +252,71 @@ class Reaper:
         self._thread.join()
 
 
-class Guard:
+class RuleSets:
+    """What the host guard (Guard) and the BPF-LSM guard (lsm.LsmGuard) share: a policy id
+    points at one rule set in the `rule_sets` map; a reload fills a new set, switches the
+    policy in one map update (every hook sees the old rules or the new ones, never a mix),
+    and retires the old set to the Reaper, which removes it after an RCU grace period.
+    A subclass names its map calls: `_fill(set, *rules)`, `_drop_set(set, *rules)`,
+    `_point(policy, set or None)`, `_read_events()`, and decodes events with `_decode`."""
+
+    KIND = "BPF"  # in errors
+    RETIRE_DROPPED = True  # False: a dropped policy's set is removed at once (fail closed)
+
+    def _start_sets(self, reaper_name: str) -> None:
+        self._ids = itertools.count(1)  # policy ids and rule-set ids, never reused
+        self._sets: dict[int, tuple] = {}  # policy -> (its rule set, *the set's rules)
+        self._lock = threading.Lock()
+        self._events: deque = deque(maxlen=EVENT_LOG)
+        self._reaper = Reaper(self._drop_set, reaper_name)
+
+    def _new_set(self, *rules) -> tuple:
+        with self._lock:
+            rule_set = next(self._ids)
+        self._fill(rule_set, *rules)
+        return (rule_set, *rules)
+
+    def _add(self, *rules) -> int:
+        with self._lock:
+            policy = next(self._ids)
+        self._sets[policy] = self._new_set(*rules)
+        self._point(policy, self._sets[policy][0])
+        return policy
+
+    def _replace(self, policy: int, *rules) -> None:
+        old = self._sets.get(policy)
+        if old is None:
+            raise KeyError(f"no {self.KIND} policy {policy}")
+        self._sets[policy] = self._new_set(*rules)
+        self._point(policy, self._sets[policy][0])
+        # A program that read the old set's id just before the switch may still be looking
+        # its rules up: they are removed only after every such program has returned.
+        self._reaper.retire(old)
+
+    def drop_policy(self, policy: int) -> None:
+        """The policy allows nothing from now on (its rule set is gone)."""
+        old = self._sets.pop(policy, None)
+        self._point(policy, None)
+        if old is not None:
+            if self.RETIRE_DROPPED:
+                self._reaper.retire(old)
+            else:
+                self._drop_set(*old)
+
+    def events(self) -> list[dict]:
+        """Every denial kept so far (newest last), after reading the ring buffer."""
+        with self._lock:
+            self._events.extend(self._decode(raw) for raw in self._read_events())
+            return list(self._events)
+
+
+class Guard(RuleSets):
     """guard.bpf.o loaded (verified bytes) and attached: tp_btf programs globally, the
     cgroup sock programs to `cgroup_dir` (default: the cgroup v2 root, so every process
     is covered; unmarked tasks are never refused). exec_kill=False (PYISOLATE_HOST_BPF=net)
     never loads tp_btf/sys_enter."""
+
+    RETIRE_DROPPED = False  # a closed sandbox's connects are refused from the drop on
 
     def __init__(self, directory: Path | None = None, cgroup_dir: str | None = None, *, exec_kill: bool = True):
         data = verified_object(GUARD_OBJECT, directory or OBJECTS)  # refused before anything loads
@@ -269,52 +329,33 @@ class Guard:
         except BaseException:
             self._lib.bpf_guard_close(self._handle)
             raise
-        self._ids = itertools.count(1)  # policy ids and rule-set ids, never reused
-        self._sets: dict[int, tuple[int, list]] = {}  # policy -> (its rule set, the set's entries)
-        self._lock = threading.Lock()
-        self._events: deque = deque(maxlen=EVENT_LOG)
-        # Rule sets replaced by a reload, removed after an RCU grace period.
-        self._reaper = Reaper(self._drop_set, "pyisolate-bpf-reaper")
+        self._start_sets("pyisolate-bpf-reaper")
 
-    def _new_set(self, connect) -> tuple[int, list]:
-        entries = rule_entries(connect)
-        with self._lock:
-            rule_set = next(self._ids)
+    def _fill(self, rule_set: int, entries: list) -> None:
         for family, addr, port in entries:
             self._lib.bpf_guard_rule(self._handle, rule_set, family, addr, port, True)
-        return rule_set, entries
 
     def _drop_set(self, rule_set: int, entries: list) -> None:
         for family, addr, port in entries:
             self._lib.bpf_guard_rule(self._handle, rule_set, family, addr, port, False)
 
+    def _point(self, policy: int, rule_set: int | None) -> None:
+        self._lib.bpf_guard_rule_set(self._handle, policy, rule_set)
+
+    def _read_events(self) -> list:
+        return self._lib.bpf_guard_events(self._handle)
+
+    _decode = staticmethod(_event)
+
     def add_policy(self, connect) -> int:
         """A new policy id holding these connect rules (("host", "port") pairs)."""
-        with self._lock:
-            policy = next(self._ids)
-        self._sets[policy] = self._new_set(connect)
-        self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
-        return policy
+        return self._add(rule_entries(connect))
 
     def replace_rules(self, policy: int, connect) -> None:
         """Give a policy new connect rules, atomically for its tasks: the new set is filled
         first, then the policy is pointed at it in one map update (a connect sees the old
         rules or the new ones, never a mix), then the old set is removed."""
-        old = self._sets.get(policy)
-        if old is None:
-            raise KeyError(f"no BPF policy {policy}")
-        self._sets[policy] = self._new_set(connect)
-        self._lib.bpf_guard_rule_set(self._handle, policy, self._sets[policy][0])
-        # A program that read the old set's id just before the switch may still be looking
-        # its rules up: they are removed only after every such program has returned.
-        self._reaper.retire(old)
-
-    def drop_policy(self, policy: int) -> None:
-        """The policy allows nothing from now on (its rule set is gone)."""
-        old = self._sets.pop(policy, None)
-        self._lib.bpf_guard_rule_set(self._handle, policy, None)
-        if old is not None:
-            self._drop_set(*old)
+        self._replace(policy, rule_entries(connect))
 
     def mark_thread(self, tid: int, policy: int, flags: int) -> None:
         self._lib.bpf_guard_mark_task(self._handle, tid, policy, flags)
@@ -330,12 +371,6 @@ class Guard:
         """Mark every task of a cgroup v2 (its id: the inode of its directory) that has
         no task mark of its own; flags None removes the mark."""
         self._lib.bpf_guard_mark_cgroup(self._handle, cgroup_id, policy, flags)
-
-    def events(self) -> list[dict]:
-        """Every denial kept so far (newest last), after reading the ring buffer."""
-        with self._lock:
-            self._events.extend(_event(raw) for raw in self._lib.bpf_guard_events(self._handle))
-            return list(self._events)
 
     def counters(self) -> dict:
         return self._lib.bpf_guard_counters(self._handle)

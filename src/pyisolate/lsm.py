@@ -23,11 +23,9 @@ What a marked sandbox thread (and every thread or process it creates) gets:
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import os
 import socket
 import threading
-from collections import deque
 
 from . import bpf, kernel
 
@@ -116,10 +114,11 @@ def _event(raw: tuple) -> dict:
     return event
 
 
-class LsmGuard:
+class LsmGuard(bpf.RuleSets):
     """lsm.bpf.o loaded (verified bytes) and attached. Policies and rule sets as in
-    bpf.Guard: a policy id points at one rule set (`rule_sets`), a reload fills a new set,
-    switches the policy in one update, and removes the old set after an RCU grace period."""
+    bpf.Guard (bpf.RuleSets); a policy's rules are path entries and connect entries."""
+
+    KIND = "BPF-LSM"
 
     def __init__(self, directory=None):
         data = bpf.verified_object(OBJECT, directory)  # refused before anything loads
@@ -130,20 +129,13 @@ class LsmGuard:
         except BaseException:
             self._lib.bpf_lsm_close(self._handle)
             raise
-        self._ids = itertools.count(1)
-        self._sets: dict[int, tuple[int, dict, list]] = {}  # policy -> (set, fs entries, net entries)
-        self._lock = threading.Lock()
-        self._events: deque = deque(maxlen=bpf.EVENT_LOG)
-        self._reaper = bpf.Reaper(self._drop_set, "pyisolate-lsm-reaper")
+        self._start_sets("pyisolate-lsm-reaper")
 
-    def _new_set(self, fs: dict, net: list) -> tuple[int, dict, list]:
-        with self._lock:
-            rule_set = next(self._ids)
+    def _fill(self, rule_set: int, fs: dict, net: list) -> None:
         for (dev, ino), bits in fs.items():
             self._lib.bpf_lsm_fs_rule(self._handle, rule_set, dev, ino, bits)
         for family, addr, port in net:
             self._lib.bpf_lsm_net_rule(self._handle, rule_set, family, addr, port, True)
-        return rule_set, fs, net
 
     def _drop_set(self, rule_set: int, fs: dict, net: list) -> None:
         for dev, ino in fs:
@@ -151,28 +143,19 @@ class LsmGuard:
         for family, addr, port in net:
             self._lib.bpf_lsm_net_rule(self._handle, rule_set, family, addr, port, False)
 
+    def _point(self, policy: int, rule_set: int | None) -> None:
+        self._lib.bpf_lsm_rule_set(self._handle, policy, rule_set)
+
+    def _read_events(self) -> list:
+        return self._lib.bpf_lsm_events(self._handle)
+
+    _decode = staticmethod(_event)
+
     def add_policy(self, fs: dict, net: list) -> int:
-        with self._lock:
-            policy = next(self._ids)
-        self._sets[policy] = self._new_set(fs, net)
-        self._lib.bpf_lsm_rule_set(self._handle, policy, self._sets[policy][0])
-        return policy
+        return self._add(fs, net)
 
     def replace_rules(self, policy: int, fs: dict, net: list) -> None:
-        """New set filled first, one `rule_sets` update, old set removed after a grace period:
-        every hook sees the old rules or the new ones, never a mix."""
-        old = self._sets.get(policy)
-        if old is None:
-            raise KeyError(f"no BPF-LSM policy {policy}")
-        self._sets[policy] = self._new_set(fs, net)
-        self._lib.bpf_lsm_rule_set(self._handle, policy, self._sets[policy][0])
-        self._reaper.retire(old)
-
-    def drop_policy(self, policy: int) -> None:
-        old = self._sets.pop(policy, None)
-        self._lib.bpf_lsm_rule_set(self._handle, policy, None)
-        if old is not None:
-            self._reaper.retire(old)
+        self._replace(policy, fs, net)
 
     def mark_thread(self, tid: int, policy: int, flags: int = SANDBOX_FLAGS) -> str:
         """Mark a thread; returns how ("PIDFD_THREAD", or "pending" before Linux 6.9)."""
@@ -183,11 +166,6 @@ class LsmGuard:
 
     def pending(self) -> int:
         return self._lib.bpf_lsm_pending(self._handle)
-
-    def events(self) -> list[dict]:
-        with self._lock:
-            self._events.extend(_event(raw) for raw in self._lib.bpf_lsm_events(self._handle))
-            return list(self._events)
 
     def close(self) -> None:
         self._reaper.close()
