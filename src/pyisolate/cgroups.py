@@ -1,7 +1,7 @@
 """Process-level quotas for cells: a cgroup per cell with a memory and a pids limit.
 
-The supervisor makes the group between a cell's hello and its "go" (so it holds before
-any guest code runs), moves the cell into it, adjusts the limits as sandboxes come and go,
+The supervisor makes the group as soon as a cell's process exists, while it starts (so
+it holds long before its "go" and any guest code), moves the cell into it, adjusts the limits as sandboxes come and go,
 and removes it when the cell has ended. What the host offers is detected, never assumed:
 
   cgroup v2   a controller counts only if the v2 root lists it in cgroup.controllers and

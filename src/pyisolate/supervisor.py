@@ -135,11 +135,15 @@ class Cell:
         theirs.close()
         os.close(secret_r)
         guards.load_in_background()  # the host's BPF load overlaps the cell's start-up
+        # Its cgroup (memory, pids) while it starts: before the guards are checked and
+        # before "go", and its start-up's own pages are charged there from now on.
+        self.quota.place(self, [])
         try:
             transport = broker.respond(ours, broker.label_control(), supervisor.broker_keys, self.identity)
         except broker.HandshakeError as exc:
             self.kill()
             self.proc.wait()
+            self.quota.close()
             raise PyIsolateError(f"{self.name}: no sealed channel: {exc}") from None
         self.channel.seal(transport)
         hello_box: queue.SimpleQueue = queue.SimpleQueue()
@@ -152,8 +156,6 @@ class Cell:
             raise PyIsolateError(f"{self.name} did not start within {CELL_START_TIMEOUT}s") from None
         if self.hello is None:
             raise self.dead or PyIsolateError(f"{self.name} ended during start-up")
-        # Its cgroup (memory, pids) before the guards are checked and before "go".
-        self.quota.place(self, [])
         # Guards first, then go: the cell refuses to run anything before "go".
         self.guards = guards.attach(self)
         self.guards_attached_at = time.monotonic()
