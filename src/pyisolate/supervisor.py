@@ -148,7 +148,8 @@ class Cell:
         self.channel.seal(transport)
         hello_box: queue.SimpleQueue = queue.SimpleQueue()
         self._hello = hello_box
-        threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name=f"{self.name}-reader", daemon=True)
+        self._reader.start()
         try:
             self.hello = hello_box.get(timeout=CELL_START_TIMEOUT)
         except queue.Empty:
@@ -778,6 +779,9 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 cell.kill()
                 cell.proc.wait()
+            # Its reader files the ending and removes the cell's cgroup (Cell._died): done
+            # before close() returns, so a program that exits next leaves no group behind.
+            cell._reader.join(timeout=10)
 
     def guard_events(self) -> list[dict]:
         """Denials the host BPF guards reported for this supervisor's sandboxes (newest
