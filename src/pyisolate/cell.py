@@ -297,8 +297,13 @@ class Cell:
             sandbox = self.sandboxes.get(message["sb"])
             if sandbox is None:
                 raise ValueError(f"no sandbox {message['sb']!r} in this cell")
+            before = (sandbox.policy.get("limits") or {}).get("memory")
+            after = (message["policy"].get("limits") or {}).get("memory")
             sandbox.policy = message["policy"]
-            self.send({"id": rid, "ok": True, "v": {"version": sandbox.book.publish(message["policy"])}})
+            reply = {"version": sandbox.book.publish(message["policy"])}
+            if after is not None and (before is None or after < before):  # the supervisor's plan: lowered only
+                reply["memory"] = quotas.set_cap(sandbox.iid, after, "the reload")
+            self.send({"id": rid, "ok": True, "v": reply})
         elif op in quotas.CELL_OPS:
             self.send({"id": rid, "ok": True, "v": quotas.cell_op(self, op, message)})
         elif op == "stats":

@@ -81,8 +81,9 @@ def guard_thread(name: str) -> None:
         lib.crash_guard_thread(name)
 
 
-def set_cap(iid: int, memory: int | None) -> dict:
-    """Cap a sandbox interpreter's allocator pages at `memory` bytes (tighten-only)."""
+def set_cap(iid: int, memory: int | None, moment: str = "creation") -> dict:
+    """Cap a sandbox interpreter's allocator pages at `memory` bytes (tighten-only: at
+    creation, or lowered by a reload)."""
     import _imp
 
     if not hasattr(_imp, "_pyisolate_set_memory_cap"):
@@ -92,7 +93,7 @@ def set_cap(iid: int, memory: int | None) -> dict:
     _imp._pyisolate_set_memory_cap(int(memory), iid)
     used = _imp._pyisolate_memory(iid)[0]
     return {
-        "memory": f"per-interpreter cap {memory} bytes in the allocator (held at creation: {used})",
+        "memory": f"per-interpreter cap {memory} bytes in the allocator (held at {moment}: {used})",
         "iid": iid,
     }
 

@@ -26,7 +26,10 @@ domain) rather than the one it runs now:
   builtins_enable  NOT applied (removed at boot; restored only in new sandboxes)
   cpu_time,        the supervisor, either way
   wall_time
-  memory, open_files, threads, accept_reduced: NOT applied (fixed at creation)
+  memory           lowered: the interpreter's allocator cap     raised or removed: NOT
+                   (cpython-patches/interp-memory-cap.patch;    applied (the cap only
+                   tighten-only) and the cell's cgroup budget   tightens)
+  open_files, threads, accept_reduced: NOT applied (fixed at creation)
 
 A change is "applied" when every layer that enforces it switched, "python-layer" when only
 the Python layer did (the kernel still enforces the wider creation-time rule).
@@ -79,6 +82,7 @@ class ReloadReport:
     skipped: dict[str, str] = field(default_factory=dict)  # sandbox -> why it kept its policy
     bpf_switched: dict[str, bool] = field(default_factory=dict)  # sandbox -> its BPF connect rules swapped
     lsm_switched: dict[str, bool] = field(default_factory=dict)  # sandbox -> its BPF-LSM rules swapped (mode full)
+    memory_caps: dict[str, str] = field(default_factory=dict)  # sandbox -> its lowered allocator cap, as the cell says
 
     def to_wire(self) -> dict:
         return {
@@ -90,6 +94,7 @@ class ReloadReport:
                     "book_version": self.book_versions.get(p.sandbox),
                     "bpf_switched": self.bpf_switched.get(p.sandbox),
                     "lsm_switched": self.lsm_switched.get(p.sandbox),
+                    "memory_cap": self.memory_caps.get(p.sandbox),
                     "changes": [{"field": c.field, "disposition": c.disposition, "why": c.why} for c in p.changes],
                 }
                 for p in self.plans
@@ -105,6 +110,8 @@ class ReloadReport:
                 where += ", BPF connect rules " + ("swapped" if self.bpf_switched[p.sandbox] else "not attached")
             if self.lsm_switched.get(p.sandbox):
                 where += ", BPF-LSM path and connect rules swapped"
+            if p.sandbox in self.memory_caps:
+                where += f", {self.memory_caps[p.sandbox]}"
             lines.append(f"  {p.sandbox}: {where}")
             for c in p.changes:
                 lines.append(f"    {c.field:16} {c.disposition:12} {c.why}")
@@ -172,6 +179,12 @@ def plan(
             continue
         if f.name in ("cpu_time", "wall_time"):
             changes.append(Change(f"limits.{f.name}", APPLIED, f"{before} -> {after} (supervisor)"))
+        elif f.name == "memory" and after is not None and (before is None or after < before):
+            changes.append(Change("limits.memory", APPLIED, f"{before} -> {after} (the allocator cap, lowered)"))
+        elif f.name == "memory":
+            changes.append(
+                Change("limits.memory", NOT_APPLIED, f"{before} -> {after}: the allocator cap only tightens")
+            )
         else:
             changes.append(Change(f"limits.{f.name}", NOT_APPLIED, f"{before} -> {after}: fixed at creation"))
     if old.accept_reduced != new.accept_reduced:

@@ -730,6 +730,9 @@ class Supervisor:
                 reply = sb.cell.request({"op": "reload", "sb": sb.name, "policy": kept.to_wire()}, timeout, sb.name)
                 sb.policy = kept  # one reference swap: the supervisor's limits read it
                 report.book_versions[sb.name] = reply["version"]
+                if "memory" in reply:  # lowered: the interpreter's cap now, the cell's cgroup budget too
+                    report.memory_caps[sb.name] = reply["memory"]["memory"]
+                    sb.cell.quota.budget([s.policy.limits for s in list(sb.cell.sandboxes.values())])
                 # The kernel's per-thread connect rules (host BPF guards), in one map update.
                 if set(kept.net_connect) != set(plan_net_before[sb.name]):
                     marks = sb.guards.get("bpf") or {}

@@ -93,6 +93,32 @@ def test_widening_beyond_the_kernel_domain_is_refused_or_reported(supervisor, di
     assert _exec_read(fresh, dirs["b"] + "/f") == "b"
 
 
+def test_reload_lowers_a_running_memory_cap_and_never_raises_it(supervisor):
+    from pyisolate.errors import QuotaExceeded
+
+    sb = supervisor.spawn("mem", _policy("mem", [], limits='memory = "256M"'))
+    need("per-interpreter cap" in str(sb.quota_info.get("memory", "")), f"no memory cap patch: {sb.quota_info}")
+    sb.exec("x = bytearray(96 << 20)\ndel x")  # fits under the creation-time cap
+
+    report = supervisor.reload_policy(_policy("mem", [], limits='memory = "64M"'))
+    (change,) = report.plans[0].changes
+    assert (change.field, change.disposition) == ("limits.memory", reload.APPLIED)
+    assert "per-interpreter cap 67108864 bytes" in report.memory_caps["mem"]
+    assert sb.stats()["memory"]["cap"] == 64 << 20 and sb.policy.limits.memory == 64 << 20
+    with pytest.raises(QuotaExceeded) as info:
+        sb.exec("x = bytearray(96 << 20)")  # what fitted before the reload
+    assert info.value.quota == "memory" and info.value.limit == 64 << 20
+    assert sb.call("operator.mul", 6, 7) == 42  # it runs on under the lower cap
+
+    # The allocator cap only tightens: raising it is refused whole, or kept in best effort.
+    higher = _policy("mem", [], limits='memory = "512M"')
+    with pytest.raises(ReloadRefused, match=r"nothing changed: mem: limits.memory \(.*only tightens\)"):
+        supervisor.reload_policy(higher)
+    report = supervisor.reload_policy(higher, running="best-effort")
+    assert report.plans[0].changes[0].disposition == reload.NOT_APPLIED and "mem" not in report.memory_caps
+    assert sb.stats()["memory"]["cap"] == 64 << 20 and sb.policy.limits.memory == 64 << 20
+
+
 def test_new_only_leaves_running_sandboxes_alone(supervisor, dirs):
     sb = supervisor.spawn("r4", _policy("later", [dirs["a"], dirs["b"]]))
     report = supervisor.reload_policy(_policy("later", [dirs["a"]]), running="new-only")
