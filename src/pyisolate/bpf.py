@@ -30,7 +30,6 @@ BpfSwitchError there, so the first cell's spawn fails rather than run with less.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import itertools
 import os
 import socket
@@ -147,6 +146,8 @@ def rule_entries(connect) -> list[tuple[int, bytes, int]]:
         if host == "*":
             entries.append((0, b"", number))
             continue
+        import ipaddress  # here: most policies have no connect rules, and start-up counts
+
         address = ipaddress.ip_address(host)
         if address.version == 6 and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
@@ -188,6 +189,8 @@ def decode_event(raw: tuple, hooks: dict) -> tuple[dict, tuple]:
 def _event(raw: tuple) -> dict:
     event, (hook, nr, port, family, addr) = decode_event(raw, HOOKS)
     if hook in (1, 2):
+        import ipaddress
+
         host = ipaddress.ip_address(addr[:4] if family == socket.AF_INET else addr)
         event["address"] = f"{host}:{port}" if host.version == 4 else f"[{host}]:{port}"
     elif hook == 3:

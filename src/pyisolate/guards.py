@@ -75,6 +75,16 @@ def load_in_background() -> None:
     threading.Thread(target=load, name="guards-load", daemon=True).start()
 
 
+def _load_or_refuse(cell, load, refusals):
+    """The process's loaded guard (or None); a refusal (a tampered object, an invalid
+    switch) ends the cell before it ever gets "go", and is raised to the spawn."""
+    try:
+        return load()
+    except refusals:
+        cell.kill()
+        raise
+
+
 def attach(cell) -> GuardReport:
     """Check and report the guards of `cell` (its pid is `cell.pid`, its hello `cell.hello`)."""
     prep = (getattr(cell, "hello", None) or {}).get("guards") or {}
@@ -122,11 +132,7 @@ def attach(cell) -> GuardReport:
         details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
     # Host BPF guards: loaded here at the first cell. A tampered object is refused, and
     # so is the cell (it never gets "go"); so is an invalid PYISOLATE_HOST_BPF.
-    try:
-        guard = bpf.shared()
-    except (bpf.BpfIntegrityError, bpf.BpfSwitchError):
-        cell.kill()
-        raise
+    guard = _load_or_refuse(cell, bpf.shared, (bpf.BpfIntegrityError, bpf.BpfSwitchError))
     if guard is not None:
         attached.append("cgroup-bpf")
         details["cgroup-bpf"] = (
@@ -147,11 +153,7 @@ def attach(cell) -> GuardReport:
         missing += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"
     # BPF-LSM (lsm.py): loaded here at the first cell, where the kernel runs it.
-    try:
-        lsm_guard = lsm.shared()
-    except bpf.BpfIntegrityError:
-        cell.kill()
-        raise
+    lsm_guard = _load_or_refuse(cell, lsm.shared, bpf.BpfIntegrityError)
     if lsm_guard is not None:
         attached.append("bpf-lsm")
         details["bpf-lsm"] = (

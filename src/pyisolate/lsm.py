@@ -22,7 +22,6 @@ What a marked sandbox thread (and every thread or process it creates) gets:
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import threading
@@ -104,6 +103,8 @@ def _event(raw: tuple) -> dict:
     if hook in (16, 17):
         event.update(ino=int.from_bytes(addr[:8], "little"), dev=int.from_bytes(addr[8:12], "little"), access=nr)
     elif hook == 18 and family in (socket.AF_INET, socket.AF_INET6):
+        import ipaddress
+
         event["address"] = f"{ipaddress.ip_address(addr[:4] if family == socket.AF_INET else addr)}:{port}"
     elif hook == 18:
         event["family"] = family

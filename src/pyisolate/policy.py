@@ -25,7 +25,6 @@ says so on stderr and in `Sandbox.guards["reduced"]`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -326,6 +325,8 @@ class _Validator:
             if not sep or not host:
                 self.fail("network", "connect", f"rule {rule!r} must be IP:PORT (e.g. 127.0.0.1:8080, [::1]:53)")
             if host != "*":
+                import ipaddress  # here: most policies have no connect rules, and start-up counts
+
                 try:
                     ipaddress.ip_address(host)
                 except ValueError:
