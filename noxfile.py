@@ -59,7 +59,8 @@ def tests(session: nox.Session) -> None:
     install(session, "tests")
     driver(session, "deps", "--list", str(ROOT / "tests" / "system-packages.txt"))
     driver(session, "dist")  # the default flavour, cfi: out/dist/current
-    driver(session, "dist", "--flavour", "hardened")  # the gcc build test_cfi.py compares with
+    driver(session, "dist", "--flavour", "hardened")  # the gcc builds test_cfi.py compares with
+    driver(session, "dist", "--flavour", "plain")  # (bench uses plain too: built once, cached)
     env = dict(DRIVER_ENV, PYISOLATE_DIST=str(DIST))
     if "PYISOLATE_REQUIRE_ALL" in os.environ:
         env["PYISOLATE_REQUIRE_ALL"] = os.environ["PYISOLATE_REQUIRE_ALL"]

@@ -49,16 +49,20 @@ def cfi_dist() -> Path:
     return prefix.resolve()
 
 
-@pytest.fixture(scope="session")
-def hardened_dist() -> Path:
-    """The prefix of the gcc `hardened` flavour (PYISOLATE_HARDENED_DIST, default
-    out/dist/hardened): what the cfi tests compare with."""
-    prefix = Path(os.environ.get("PYISOLATE_HARDENED_DIST", ROOT / "out" / "dist" / "hardened"))
+def flavour_dist(flavour: str) -> Path:
+    """The prefix of a built flavour (PYISOLATE_<FLAVOUR>_DIST, default out/dist/<flavour>)."""
+    prefix = Path(os.environ.get(f"PYISOLATE_{flavour.upper()}_DIST", ROOT / "out" / "dist" / flavour))
     need(
         (prefix / "bin" / "python3.14t").is_file(),
-        f"no hardened build at {prefix}; run `./dev dist -- --flavour hardened`",
+        f"no {flavour} build at {prefix}; run `./dev dist -- --flavour {flavour}`",
     )
     return prefix.resolve()
+
+
+@pytest.fixture(scope="session")
+def hardened_dist() -> Path:
+    """The gcc `hardened` flavour: what the cfi tests compare with."""
+    return flavour_dist("hardened")
 
 
 @pytest.fixture(scope="session")
