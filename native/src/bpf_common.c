@@ -132,6 +132,20 @@ pyi_bpf_open_verified(struct bpf_object_skeleton *skeleton, PyObject *bytes)
     return bpf_object__open_skeleton(skeleton, NULL);
 }
 
+int
+pyi_bpf_load_detached(struct bpf_object_skeleton *skeleton, const char *who, const char *what)
+{
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = bpf_object__load_skeleton(skeleton);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        pyi_bpf_phase_error(who, err, "load", what);
+        return -1;
+    }
+    return 0;
+}
+
 /* Everything but the loader itself and its lock (the lock held, or never shared). */
 static void
 loader_free(struct pyi_bpf_loader *l)
@@ -173,19 +187,25 @@ pyi_bpf_loader_capsule(struct pyi_bpf_loader *l, const char *name, int events_fd
     return PyCapsule_New(l, name, capsule_destructor);
 }
 
+/* Another thread may hold the lock (an attach, a load of rules, a close): wait for it
+ * detached, so the wait never holds up a stop-the-world pause of the interpreter. */
+static void
+lock_detached(struct pyi_bpf_loader *l)
+{
+    if (pthread_mutex_trylock(&l->lock) == 0)
+        return;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&l->lock);
+    Py_END_ALLOW_THREADS
+}
+
 struct pyi_bpf_loader *
 pyi_bpf_loader_lock(PyObject *capsule, const char *name)
 {
     struct pyi_bpf_loader *l = PyCapsule_GetPointer(capsule, name);
     if (l == NULL)
         return NULL;
-    if (pthread_mutex_trylock(&l->lock) != 0) {
-        /* Another thread holds it (an attach or a load of rules): wait detached, so this
-         * wait never holds up a stop-the-world pause of the free-threaded interpreter. */
-        Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&l->lock);
-        Py_END_ALLOW_THREADS
-    }
+    lock_detached(l);
     if (l->skel == NULL) {
         pthread_mutex_unlock(&l->lock);
         PyErr_Format(PyExc_ValueError, "%s: closed", l->who);
@@ -229,7 +249,7 @@ pyi_bpf_loader_close(PyObject *capsule, const char *name)
     struct pyi_bpf_loader *l = PyCapsule_GetPointer(capsule, name);
     if (l == NULL)
         return NULL;
-    pthread_mutex_lock(&l->lock);
+    lock_detached(l);
     loader_free(l);
     pthread_mutex_unlock(&l->lock);
     Py_RETURN_NONE;

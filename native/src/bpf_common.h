@@ -47,6 +47,10 @@ struct pyi_bpf_loader *pyi_bpf_loader_new(size_t size, const char *who, PyObject
 /* Point the skeleton at the verified bytes instead of the copy bpftool embedded, and open
  * it: what is loaded is exactly what Python hashed. libbpf's error (negative), or 0. */
 int pyi_bpf_open_verified(struct bpf_object_skeleton *skeleton, PyObject *bytes);
+/* Load the opened object (maps, programs, the verifier: milliseconds) with the thread
+ * detached from the interpreter, so other Python threads, and their stop-the-world
+ * pauses, never wait for it. 0, or -1 with OSError "WHO: load: WHAT: …". */
+int pyi_bpf_load_detached(struct bpf_object_skeleton *skeleton, const char *who, const char *what);
 /* The loaded object's capsule, reading denials from the ring buffer map `events_fd`;
  * NULL with an exception (the loader is still the caller's to delete). */
 PyObject *pyi_bpf_loader_capsule(struct pyi_bpf_loader *l, const char *name, int events_fd);

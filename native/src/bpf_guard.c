@@ -101,13 +101,8 @@ pyi_bpf_guard_open(PyObject *module, PyObject *arg)
         pyi_bpf_phase_error(WHO, err, "open", "tp_btf/sys_enter (leaving it out)");
         goto fail;
     }
-    Py_BEGIN_ALLOW_THREADS /* the verifier takes ms: other Python threads run meanwhile */
-    err = guard_bpf__load(s);
-    Py_END_ALLOW_THREADS
-    if (err) {
-        pyi_bpf_phase_error(WHO, err, "load", "guard.bpf.o (maps, programs, verifier)");
+    if (pyi_bpf_load_detached(s->skeleton, WHO, "guard.bpf.o (maps, programs, verifier)") < 0)
         goto fail;
-    }
     PyObject *capsule = pyi_bpf_loader_capsule(g, CAPSULE_NAME, bpf_map__fd(s->maps.events));
     if (capsule != NULL)
         return capsule;

@@ -88,13 +88,8 @@ pyi_bpf_lsm_open(PyObject *module, PyObject *arg)
         pyi_bpf_phase_error(WHO, err, "open", "lsm.bpf.o (ELF, BTF, skeleton names)");
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS /* the verifier takes ms: other Python threads run meanwhile */
-    err = lsm_bpf__load(s);
-    Py_END_ALLOW_THREADS
-    if (err) {
-        pyi_bpf_phase_error(WHO, err, "load", "lsm.bpf.o (maps, programs, verifier)");
+    if (pyi_bpf_load_detached(s->skeleton, WHO, "lsm.bpf.o (maps, programs, verifier)") < 0)
         goto done;
-    }
     capsule = pyi_bpf_loader_capsule(l, CAPSULE_NAME, bpf_map__fd(s->maps.events));
 done:
     pyi_bpf_log_end(previous);
