@@ -73,8 +73,7 @@ class Spare:
     """One interpreter made with BOOT_IMPORTS while the supervisor places the cell and
     attaches its guards, for a cell without a warm pool (pyisolate-python, isolation=
     "process"): its first sandbox does not wait ~40 ms for it. Only the distribution's
-    own modules run in it before "go"; its pages may be charged to the cgroup the cell
-    started in rather than its own, as the cell's start-up imports are."""
+    own modules run in it before "go" (the cell is in its cgroup by then)."""
 
     def __init__(self):
         self._made: list[int] = []
@@ -301,7 +300,7 @@ class Cell:
             after = (message["policy"].get("limits") or {}).get("memory")
             sandbox.policy = message["policy"]
             reply = {"version": sandbox.book.publish(message["policy"])}
-            if after is not None and (before is None or after < before):  # the supervisor's plan: lowered only
+            if quotas.cap_lowered(before, after):  # as the supervisor's plan (reload.plan) decided
                 reply["memory"] = quotas.set_cap(sandbox.iid, after, "the reload")
             self.send({"id": rid, "ok": True, "v": reply})
         elif op in quotas.CELL_OPS:

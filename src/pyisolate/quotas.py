@@ -81,6 +81,12 @@ def guard_thread(name: str) -> None:
         lib.crash_guard_thread(name)
 
 
+def cap_lowered(before: int | None, after: int | None) -> bool:
+    """Whether `limits.memory` going from `before` to `after` tightens the allocator cap
+    (None: no cap), the only change the cap takes after creation."""
+    return after is not None and (before is None or after < before)
+
+
 def set_cap(iid: int, memory: int | None, moment: str = "creation") -> dict:
     """Cap a sandbox interpreter's allocator pages at `memory` bytes (tighten-only: at
     creation, or lowered by a reload)."""

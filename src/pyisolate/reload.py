@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from . import quotas
 from .policy import Limits, Policy
 
 RUNNING_MODES = ("strict", "best-effort", "new-only")
@@ -179,7 +180,7 @@ def plan(
             continue
         if f.name in ("cpu_time", "wall_time"):
             changes.append(Change(f"limits.{f.name}", APPLIED, f"{before} -> {after} (supervisor)"))
-        elif f.name == "memory" and after is not None and (before is None or after < before):
+        elif f.name == "memory" and quotas.cap_lowered(before, after):
             changes.append(Change("limits.memory", APPLIED, f"{before} -> {after} (the allocator cap, lowered)"))
         elif f.name == "memory":
             changes.append(

@@ -168,6 +168,10 @@ class Cell:
     def pid(self) -> int:
         return self.proc.pid
 
+    def budget(self) -> None:
+        """Its cgroup's limits, for the sandboxes it hosts now (quotas.CellQuota.budget)."""
+        self.quota.budget([sb.policy.limits for sb in list(self.sandboxes.values())])
+
     def _read(self) -> None:
         first = True
         try:
@@ -627,7 +631,7 @@ class Supervisor:
         sandbox = Sandbox(cell, name, resolved, ours, tmpdir, _owner)
         sandbox.values = values
         cell.sandboxes[name] = sandbox
-        cell.quota.budget([sb.policy.limits for sb in list(cell.sandboxes.values())])  # the cell's cgroup
+        cell.budget()
         identity, secret = self.broker_keys.issue()  # the sandbox socket's own, sent sealed
         sealing = broker.respond_in_background(ours, broker.label_sandbox(name), self.broker_keys, identity)
         try:
@@ -732,7 +736,7 @@ class Supervisor:
                 report.book_versions[sb.name] = reply["version"]
                 if "memory" in reply:  # lowered: the interpreter's cap now, the cell's cgroup budget too
                     report.memory_caps[sb.name] = reply["memory"]["memory"]
-                    sb.cell.quota.budget([s.policy.limits for s in list(sb.cell.sandboxes.values())])
+                    sb.cell.budget()
                 # The kernel's per-thread connect rules (host BPF guards), in one map update.
                 if set(kept.net_connect) != set(plan_net_before[sb.name]):
                     marks = sb.guards.get("bpf") or {}
