@@ -417,11 +417,6 @@ def unavailable() -> str | None:
     return _shared_error
 
 
-def loaded() -> bool:
-    """Whether the first load has happened (loaded, or failed with its reason kept)."""
-    return _shared is not None or _shared_error is not None
-
-
 def switched() -> str | None:
     """PYISOLATE_HOST_BPF as the guards' load read it ("all", "net", "off"); None before."""
     return _shared_switch

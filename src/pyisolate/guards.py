@@ -30,7 +30,6 @@ here holds before any guest code runs. What a cell gets, and where it comes from
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -55,24 +54,6 @@ def _uids(pid: int) -> tuple[int, ...]:
     except OSError:
         pass
     return ()
-
-
-def load_in_background() -> None:
-    """Start loading the host BPF and BPF-LSM guards (each once per process) while a
-    cell starts, so `attach` finds them loaded or waits for the load under their locks.
-    Nothing is raised here: a failed load is remembered, and a refused object or an
-    invalid switch raises again in `attach`, which then refuses the cell."""
-    if bpf.loaded() and lsm.loaded():
-        return
-
-    def load() -> None:
-        for module in (bpf, lsm):
-            try:
-                module.shared()
-            except Exception:  # attach() meets it again and acts on it
-                pass
-
-    threading.Thread(target=load, name="guards-load", daemon=True).start()
 
 
 def _load_or_refuse(cell, load, refusals):

@@ -205,11 +205,6 @@ def unavailable() -> str | None:
     return _shared_error
 
 
-def loaded() -> bool:
-    """Whether the first load has happened (loaded, or failed with its reason kept)."""
-    return _shared is not None or _shared_error is not None
-
-
 def mark_sandbox(tid: int | None, resolved, stdlib: str) -> dict:
     """Fill a sandbox's rules and mark its thread. Returns `Sandbox.guards["lsm"]`."""
     guard = _shared

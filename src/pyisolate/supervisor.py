@@ -134,7 +134,8 @@ class Cell:
         )
         theirs.close()
         os.close(secret_r)
-        guards.load_in_background()  # the host's BPF load overlaps the cell's start-up
+        # The host BPF guards load later, in guards.attach, never beside a cgroup move: on
+        # Linux 6.1 a BPF load concurrent with this placement soft-locked both CPUs (vmtest).
         # Its cgroup (memory, pids) while it starts: before the guards are checked and
         # before "go", and its start-up's own pages are charged there from now on.
         self.quota.place(self, [])
