@@ -109,6 +109,9 @@ class Cell:
         self.lock = threading.Lock()
         self.dead: CellCrashed | None = None
         self._rids = itertools.count(1)
+        # The process's BPF programs load (once) before any cell process exists: a BPF load
+        # beside a cell's start soft-locked a Linux 6.1 guest's two CPUs (guards.load).
+        guards.load()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.channel = framing.Channel(ours)
         self.quota = quotas.CellQuota()  # fault pipe, heartbeat, cgroup (docs/quotas.md)
@@ -134,8 +137,6 @@ class Cell:
         )
         theirs.close()
         os.close(secret_r)
-        # The host BPF guards load later, in guards.attach, never beside a cgroup move: on
-        # Linux 6.1 a BPF load concurrent with this placement soft-locked both CPUs (vmtest).
         # Its cgroup (memory, pids) while it starts: before the guards are checked and
         # before "go", and its start-up's own pages are charged there from now on.
         self.quota.place(self, [])

@@ -7,6 +7,7 @@ without `bpf` in lsm=) is `./dev vmtest`; this runs its newest kernel only, so
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,22 @@ def test_every_lsm_program_refuses_marked_tasks_in_a_guest(tmp_path):
     failed = {n: s for n, s in boot["results"].items() if s != "PASS"}
     assert not failed, f"{failed}\n{proc.stdout[-3000:]}"
     assert proc.returncode == 0 and not data["problems"], data["problems"]
+
+
+def test_a_guest_that_does_not_finish_is_described(tmp_path):
+    """A boot cut short (here: a 6-second timeout, while the guest still runs its checks)
+    fails and names the kernel functions its vCPUs were in, read through QEMU's monitor:
+    what the next person needs when a guest soft-locks under `quiet`."""
+    need(shutil.which("qemu-system-x86_64") is not None, "qemu-system-x86_64 (Debian: qemu-system-x86)")
+    need(Path("/usr/lib/x86_64-linux-gnu/libbpf.a").is_file(), "libbpf.a for the static guest loader (libbpf-dev)")
+    out = tmp_path / "results.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "build"))
+    cut = ["--kernel", "6.12", "--no-control", "--no-runtime", "--timeout", "6", "--json", str(out)]
+    proc = subprocess.run([sys.executable, str(HARNESS), *cut], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (boot,) = json.loads(out.read_text())["boots"]
+    hang = boot["hang"]
+    assert re.match(r"sample 0: CPU#0 \S+, CPU#1 \S+; sample 1: .*; sample 2: ", hang), hang
+    # at least one vCPU named in the kernel's own symbols (function+offset), not a bare address
+    assert re.search(r"CPU#\d [A-Za-z_][\w.]*\+0x[0-9a-f]+", hang), hang
+    assert any("did not finish" in p for p in json.loads(out.read_text())["problems"])

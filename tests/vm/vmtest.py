@@ -20,6 +20,11 @@ This host refuses every LSM program load, so bpf/lsm.bpf.o is tested in QEMU gue
      ends in `.denied` may pass there (a refusal that survives comes from something else
      than our programs), and the run as a whole must fail.
 
+A boot that does not finish within --timeout fails and says where its vCPUs were: three
+register samples from QEMU's monitor, named with the kernel's kallsyms (a second boot of
+the same kernel prints them; Debian ships no System.map). A soft lockup under `quiet`
+prints only the watchdog's line, so this is what tells a kernel hang apart from ours.
+
     python tests/vm/vmtest.py [--kernel NAME ...] [--no-control] [--runtime] [--json FILE]
 (with PYTHONPATH=build; the nox session sets it). Exit status 0 only when all of it held.
 """
@@ -27,10 +32,12 @@ This host refuses every LSM program load, so bpf/lsm.bpf.o is tested in QEMU gue
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -99,6 +106,8 @@ class Boot:
     results: dict[str, tuple[str, str]] = field(default_factory=dict)
     open_close_ns: dict[str, int] = field(default_factory=dict)  # measured in the guest, not judged
     log: Path | None = None
+    hang: str = ""  # where the vCPUs were when the boot timed out (describe)
+    samples: list[list[tuple[int, int]]] = field(default_factory=list)  # vcpu_samples
 
     def status(self, name: str) -> str:
         return self.results.get(name, ("MISSING", ""))[0]
@@ -234,18 +243,31 @@ def make_initramfs(box: Path, loader: Path, out: Path, prefix: Path | None = Non
 
 def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout: float) -> Boot:
     log = logs / f"{label}.log"
+    monitor = logs / f"{label}.monitor"  # QEMU's monitor: the vCPUs' registers if it hangs
+    monitor.unlink(missing_ok=True)
     cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"]
     cmd += ["-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
-    cmd += ["-append", f"console=ttyS0 panic=-1 quiet lsm={lsm}"]
+    cmd += ["-monitor", f"unix:{monitor},server,nowait"]
+    # nokaslr: the same addresses in every boot of a kernel, so kallsyms() names them
+    cmd += ["-append", f"console=ttyS0 panic=-1 quiet nokaslr lsm={lsm}"]
     start = time.monotonic()
     status: int | None
+    samples: list[list[tuple[int, int]]] = []
+    hang = ""
     with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
-            status = proc.returncode
+            status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             status = None
-    result = Boot(label, kernel, lsm, time.monotonic() - start, None, status, log=log)
+            try:
+                samples = vcpu_samples(monitor, logs / f"{label}.registers.txt")
+            except OSError as exc:
+                samples, hang = [], f"no register dump from QEMU's monitor ({exc})"
+            proc.kill()
+            proc.wait()
+    monitor.unlink(missing_ok=True)
+    result = Boot(label, kernel, lsm, time.monotonic() - start, None, status, log=log, hang=hang, samples=samples)
     for raw in log.read_bytes().decode(errors="replace").splitlines():
         line = raw.strip("\r")
         if m := LINE.match(line):
@@ -260,6 +282,88 @@ def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout
     return result
 
 
+def _monitor(path: Path, command: str) -> str:
+    """One command to QEMU's human monitor; its answer (up to the next prompt)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        data = b""
+        while data.count(b"(qemu)") < 2:  # the greeting's prompt, then the one after the answer
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace")
+
+
+def vcpu_samples(monitor: Path, out: Path) -> list[list[tuple[int, int]]]:
+    """Where each vCPU runs when a boot times out: (cpu, RIP), three samples a second
+    apart, read from QEMU's monitor (from outside: the guest runs as it would). A guest
+    that soft-locks prints only the watchdog's line under `quiet`; describe() names the
+    functions. The full register dumps go to `out`."""
+    rip = re.compile(r"^CPU#(\d+)|RIP=([0-9a-f]{16})", re.M)
+    dumps, samples = [], []
+    for _ in range(3):
+        text = _monitor(monitor, "info registers -a")
+        dumps.append(text)
+        cpu, seen = None, []
+        for m in rip.finditer(text):
+            if m.group(1) is not None:
+                cpu = int(m.group(1))
+            elif cpu is not None:
+                seen.append((cpu, int(m.group(2), 16)))
+        samples.append(seen)
+        time.sleep(1)
+    out.write_text("\n".join(dumps))
+    return samples
+
+
+KALLSYMS_INIT = """#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox grep -i ' t ' /proc/kallsyms > /dev/ttyS1
+/bin/busybox poweroff -f
+"""
+
+
+def kallsyms(kernel: Kernel, box: Path, work: Path) -> list[tuple[int, str]]:
+    """The kernel's text symbols, sorted by address. Debian's packages carry no System.map
+    (only a stub), so the same kernel boots once more, with nokaslr as in boot(), and
+    prints /proc/kallsyms to a second serial port."""
+    initrd, table = work / f"kallsyms-{kernel.name}.cpio.gz", work / f"kallsyms-{kernel.name}.txt"
+    entries = [initramfs.directory(d) for d in ("bin", "dev", "proc")]
+    entries += [
+        initramfs.char_device("dev/console", 5, 1),
+        initramfs.char_device("dev/ttyS1", 4, 65),
+        initramfs.file("bin/busybox", box.read_bytes(), executable=True),
+        initramfs.file("init", KALLSYMS_INIT.encode(), executable=True),
+    ]
+    initramfs.write(entries, initrd)
+    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-display", "none", "-no-reboot"]
+    cmd += ["-serial", "null", "-serial", f"file:{table}", "-monitor", "none"]
+    cmd += ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", "console=ttyS0 panic=-1 quiet nokaslr"]
+    subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=True)
+    found = []
+    for line in table.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in "tT":
+            found.append((int(parts[0], 16), parts[2]))
+    return sorted(found)
+
+
+def describe(samples: list[list[tuple[int, int]]], symbols: list[tuple[int, str]]) -> str:
+    addresses = [a for a, _ in symbols]
+
+    def name(addr: int) -> str:
+        i = bisect.bisect_right(addresses, addr) - 1
+        if i < 0 or addr < 0xFFFF_FFFF_8000_0000:
+            return f"{addr:#x} (outside kernel text)"
+        return f"{symbols[i][1]}+{addr - symbols[i][0]:#x}"
+
+    cpus = (", ".join(f"CPU#{c} {name(a)}" for c, a in seen) for seen in samples)
+    return "; ".join(f"sample {n}: {text}" for n, text in enumerate(cpus))
+
+
 # ---- verdict ----------------------------------------------------------------------------
 
 
@@ -270,6 +374,8 @@ def verdict(names: list[str], boots: list[Boot], control: Boot | None) -> list[s
         bad = [n for n in names if b.status(n) != "PASS"]
         if bad:
             problems.append(f"{b.label}: {len(bad)} check(s) not passed: {', '.join(bad)} (log {b.log})")
+        if b.hang:
+            problems.append(f"{b.label}: the guest did not finish; its vCPUs: {b.hang}")
         extra = sorted(set(b.results) - set(names))
         if extra:
             problems.append(f"{b.label}: checks printed that --list does not name: {extra}")
@@ -370,6 +476,14 @@ def main(argv: list[str] | None = None) -> int:
         with reporter.phase(f"vmtest-control-{k.name}", f"lsm={LSM_OFF}"):
             control = boot(k, initrd, LSM_OFF, f"control-{k.name}", out, args.timeout)
 
+    for b in boots + ([control] if control else []):
+        if b.samples:  # it hung: name the functions its vCPUs were in
+            with tempfile.TemporaryDirectory(prefix="vmtest-kallsyms-") as tmp:
+                try:
+                    b.hang = describe(b.samples, kallsyms(b.kernel, box, Path(tmp)))
+                except (OSError, subprocess.SubprocessError) as exc:
+                    b.hang = f"{describe(b.samples, [])} (no kallsyms: {exc})"
+            b.hang += f" (registers: {out / (b.label + '.registers.txt')})"
     report(console, names, boots, control)
     problems = verdict(names, boots, control)
     total = time.monotonic() - started
@@ -386,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(b.seconds, 2),
                     "guest_seconds": b.guest_seconds,
                     "open_close_ns": b.open_close_ns,
+                    "hang": b.hang,
                     "results": {n: b.status(n) for n in names},
                 }
                 for b in boots + ([control] if control else [])
