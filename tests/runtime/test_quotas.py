@@ -183,6 +183,48 @@ def test_cap_is_tighten_only_and_interrupt_main_only(python):
     assert out.stdout.strip().endswith("None True False")
 
 
+def test_huge_allocations_never_pass_the_cap(python):
+    """Blocks above 32 MiB get a segment of their own (mimalloc rounds the request to 4 MiB
+    first): the reservation checked against the cap is that rounded size, so `used` and
+    `peak` never pass the cap, whatever the cap's offset and the block's size, with two
+    threads of the interpreter allocating at once."""
+    guest = textwrap.dedent(
+        """
+        import _imp, threading
+        MiB = 1 << 20
+        _imp._pyisolate_set_memory_cap(_imp._pyisolate_memory()[0] + 70 * MiB + OFFSET)
+        seen = [0, 0]  # allocations that fit, refused
+        def churn(k):
+            for n in range((30 + k) * MiB, 72 * MiB, 389 * 1024):
+                try:
+                    b = bytearray(n)
+                    seen[0] += 1
+                    del b
+                except MemoryError:
+                    seen[1] += 1
+        threads = [threading.Thread(target=churn, args=(k,)) for k in range(2)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        used, peak, cap, refused = _imp._pyisolate_memory()
+        assert peak <= cap, (peak - cap, seen)
+        assert seen[0] and seen[1], seen  # both sides of the cap were reached
+        """
+    )
+    code = textwrap.dedent(
+        f"""
+        import _interpreters
+        for off in range(0, 8 << 20, 509 << 10):
+            i = _interpreters.create("isolated")
+            r = _interpreters.run_string(i, {guest!r}.replace("OFFSET", str(off)))
+            print(off, r.formatted if r else "ok", flush=True)
+            _interpreters.destroy(i)
+        """
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 17 and out.stdout.count(" ok\n") == 17, out.stdout
+
+
 # --- CPU and wall time ---------------------------------------------------------------------
 
 # (code, quota, how it stops): Python loops stop at the interrupt; C loops need the cell signalled.
