@@ -5,7 +5,7 @@ sandbox's thread before handing the sandbox to its caller:
 
   verified_object()   the object's bytes, checked against the shipped manifest
                       (pyisolate/bpf-objects/manifest.lock, a copy of bpf/manifest.lock)
-                      with hashlib before the loader sees them; a mismatch is refused
+                      with SHA-256 before the loader sees them; a mismatch is refused
   Guard               the loaded and attached programs (the `_pyisolate` extension's
                       libbpf loader): connect rules per policy, marks per thread (task
                       storage) or per cgroup v2, the ring buffer of denials
@@ -30,7 +30,6 @@ with less.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import socket
@@ -38,6 +37,11 @@ import threading
 import tomllib
 from collections import deque
 from pathlib import Path
+
+try:  # hashlib's own SHA-256 (HACL*), without loading OpenSSL at every start
+    from _sha2 import sha256
+except ImportError:  # not CPython >= 3.12 (the test harness may run 3.11)
+    from hashlib import sha256
 
 from .errors import PyIsolateError
 
@@ -122,7 +126,7 @@ def verified_object(name: str = GUARD_OBJECT, directory: Path | None = None) -> 
         data = (directory / name).read_bytes()
     except OSError as exc:
         raise BpfUnavailable(f"{directory / name}: cannot read the BPF object: {exc}") from None
-    actual = hashlib.sha256(data).hexdigest()
+    actual = sha256(data).hexdigest()
     if actual != expected:
         raise BpfIntegrityError(name, expected, actual, directory / MANIFEST)
     return data

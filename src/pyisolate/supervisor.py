@@ -529,15 +529,30 @@ def _kept_fields(
 
 
 def _mkdtemp(name: str) -> str:
-    import tempfile  # only sandboxes whose policy uses {tmp} pay for it
-
-    return tempfile.mkdtemp(prefix=f"pyisolate-{name}-")
+    """A sandbox's {tmp}: a new 0700 directory under $TMPDIR (else /tmp), named as
+    tempfile.mkdtemp would (pyisolate-NAME-random). Not tempfile itself: it imports
+    random, shutil and four compression modules, ~8 ms of every pyisolate-python run."""
+    base = os.path.abspath(os.environ.get("TMPDIR") or "/tmp")
+    while True:
+        path = os.path.join(base, f"pyisolate-{name}-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise PyIsolateError(f"{name}: cannot make its {{tmp}} directory under {base}: {exc.strerror}") from None
+        return path
 
 
 def _rmtree(path: str) -> None:
-    import shutil
+    try:
+        os.rmdir(path)  # what a guest left nothing in (most runs): no shutil import
+    except FileNotFoundError:
+        pass
+    except OSError:
+        import shutil
 
-    shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Supervisor:

@@ -2,16 +2,21 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 import pyisolate as iso
 from pyisolate import framing
+from pyisolate import policy as policy_mod
 from pyisolate.errors import CellCrashed, SandboxClosed, SandboxError, SandboxTimeout
 
 
@@ -173,6 +178,41 @@ def test_closed_sandbox_refuses(supervisor):
     with pytest.raises(SandboxClosed):
         sb.exec("pass")
     assert "c" not in sb.cell.sandboxes
+
+
+def test_tmp_is_private_and_goes_with_its_sandbox(cell_python, monkeypatch):
+    """{tmp}: a new 0700 directory per sandbox under $TMPDIR, its cell's own; removed when
+    the sandbox closes, whether the guest left files in it or not; a $TMPDIR where none
+    can be made is named in the error."""
+    base = tempfile.mkdtemp(prefix="pyisolate-tmpdir-", dir="/var/tmp")
+    os.chmod(base, 0o755)  # the cells' uids pass through it, as through /tmp
+    policy = policy_mod.loads(
+        '[policy]\nname = "tmp"\n[filesystem]\nread = ["{tmp}"]\nwrite = ["{tmp}"]\n[modules]\nallow = ["*"]\n',
+        "<tmp>",
+    )
+    try:
+        monkeypatch.setenv("TMPDIR", base)
+        with iso.Supervisor(python=cell_python, pool=0) as sup:
+            used, empty = sup.spawn("used", policy), sup.spawn("empty", policy)
+            made = {p.name.rsplit("-", 1)[0]: p for p in Path(base).iterdir()}
+            assert sorted(made) == ["pyisolate-empty", "pyisolate-used"], made
+            for sb, path in ((used, made["pyisolate-used"]), (empty, made["pyisolate-empty"])):
+                st = path.stat()
+                assert stat.S_IMODE(st.st_mode) == 0o700
+                assert st.st_uid == (sb.cell.user.uid if sb.cell.user.uid is not None else os.getuid())
+            used.exec("import io, os, tempfile\nio.open(os.path.join(tempfile.gettempdir(), 'left'), 'w').write('x')")
+            assert (made["pyisolate-used"] / "left").read_text() == "x"
+            used.close()
+            empty.close()
+            assert list(Path(base).iterdir()) == []
+        monkeypatch.setenv("TMPDIR", f"{base}/missing")
+        with (
+            iso.Supervisor(python=cell_python, pool=0) as sup,
+            pytest.raises(iso.PyIsolateError, match=r"nowhere: cannot make its \{tmp\} directory under .*/missing"),
+        ):
+            sup.spawn("nowhere", policy)
+    finally:
+        shutil.rmtree(base)
 
 
 def test_guards_attach_before_any_guest_code(supervisor):
