@@ -60,11 +60,13 @@ def _uids(pid: int) -> tuple[int, ...]:
 
 def load() -> None:
     """Load the process's host BPF guards and BPF-LSM programs (once: later calls return at
-    once). The supervisor calls it before it starts a cell process, so no cell starts,
-    is placed in its cgroup or makes its first interpreter while the kernel verifies and
-    attaches programs: on a Linux 6.1 guest (./dev vmtest) a BPF load beside a cell's start
-    soft-locked both CPUs. A refusal (a tampered object, an invalid PYISOLATE_HOST_BPF) is
-    raised here, before any cell exists; `unavailable()` of bpf/lsm says why one is absent."""
+    once). The supervisor calls it before it starts a cell process: a refusal (a tampered
+    object, an invalid PYISOLATE_HOST_BPF) is raised here, before any cell exists, and no
+    cell starts while the kernel verifies the programs and patches its text to attach them.
+    `unavailable()` of bpf/lsm says why one is absent. (Chosen while vmtest guests soft-
+    locked with the load beside a cell's start; that was QEMU's multi-threaded TCG running
+    stale kernel text, see tests/vm/vmtest.py, but the order stays: it costs ~16 ms of
+    start-up, the price of refusing before anything runs.)"""
     bpf.shared()
     lsm.shared()
 

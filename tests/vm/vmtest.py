@@ -245,7 +245,11 @@ def boot(kernel: Kernel, initrd: Path, lsm: str, label: str, logs: Path, timeout
     log = logs / f"{label}.log"
     monitor = logs / f"{label}.monitor"  # QEMU's monitor: the vCPUs' registers if it hangs
     monitor.unlink(missing_ok=True)
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"]
+    # Single-threaded TCG: with one host thread per vCPU (the default), a vCPU can run
+    # stale kernel text after the other patched it (text_poke: static keys, BPF attach):
+    # seen as an "Oops: int3" at a jump-label site in a 6.12 guest and as minutes-long soft
+    # lockups of both CPUs in 6.1 guests. The guest still has two CPUs, taking turns.
+    cmd = ["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "1G"]
     cmd += ["-nographic", "-no-reboot", "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd)]
     cmd += ["-monitor", f"unix:{monitor},server,nowait"]
     # nokaslr: the same addresses in every boot of a kernel, so kallsyms() names them
@@ -339,7 +343,8 @@ def kallsyms(kernel: Kernel, box: Path, work: Path) -> list[tuple[int, str]]:
         initramfs.file("init", KALLSYMS_INIT.encode(), executable=True),
     ]
     initramfs.write(entries, initrd)
-    cmd = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-display", "none", "-no-reboot"]
+    cmd = ["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-m", "1G", "-display", "none"]
+    cmd += ["-no-reboot"]
     cmd += ["-serial", "null", "-serial", f"file:{table}", "-monitor", "none"]
     cmd += ["-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", "console=ttyS0 panic=-1 quiet nokaslr"]
     subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=300, check=True)
