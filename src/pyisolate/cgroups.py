@@ -9,6 +9,13 @@ and removes it when the cell has ended. What the host offers is detected, never 
   cgroup v1   a hierarchy mounted with the controller (the hybrid layout of the
               development host: v1 memory and pids; its cgroup2 mount has neither).
 
+CPU per sandbox (`cpuacct`, v1 only): the cell's group has one child per sandbox, into
+which the supervisor moves the sandbox's thread (v1 places single threads). Threads the
+guest starts are born in it, and the kernel keeps counting the CPU of those that ended,
+so `cpuacct.usage` is all the CPU the sandbox's threads used. Without it (cgroup v2 only:
+per-thread groups there need threaded subtrees, not done) only the sandbox thread's own
+clock is known; `Placement.cpu_why` says so.
+
 Each controller is taken from v2 where v2 has it, else from v1. Groups are made beneath the
 supervisor's own group in that hierarchy (read from /proc/self/cgroup), so whatever limits
 the supervisor itself runs under still apply. `Placement.report()` says what holds and
@@ -47,7 +54,7 @@ class CgroupError(PyIsolateError):
 
 @dataclass(frozen=True)
 class Controller:
-    name: str  # "memory" or "pids"
+    name: str  # "memory", "pids" or "cpuacct"
     version: int  # 1 or 2
     parent: str  # the directory groups are made in
 
@@ -103,7 +110,7 @@ def detect() -> dict:
     where each controller can be used for cells on this host, or why not."""
     mounts = _mounts()
     own_v1, own_v2 = _own_paths()
-    found: dict = {"memory": None, "pids": None, "why": {}}
+    found: dict = {"memory": None, "pids": None, "cpuacct": None, "why": {}}
     v2_root = next((where for kind, where, _ in mounts if kind == "cgroup2"), None)
     v2_available: set[str] = set()
     v2_parent = None
@@ -112,16 +119,22 @@ def detect() -> dict:
         v2_parent = os.path.join(v2_root, own_v2.lstrip("/"))
         enabled = set((_read(f"{v2_parent}/cgroup.subtree_control") or "").split())
         v2_available &= enabled | {c for c in v2_available if _try_enable(v2_parent, c)}
-    for name in ("memory", "pids"):
+    for name in ("memory", "pids", "cpuacct"):
         if name in v2_available and v2_parent is not None:
             found[name] = Controller(name, 2, v2_parent)
             continue
         mount = next((where for kind, where, opts in mounts if kind == "cgroup" and name in opts), None)
         reasons = []
-        if v2_root is not None:
+        if v2_root is not None and name != "cpuacct":
             reasons.append(f"cgroup2 at {v2_root} has no usable {name} controller")
         if mount is None:
-            reasons.append(f"no cgroup v1 hierarchy has the {name} controller")
+            if name == "cpuacct":
+                reasons.append(
+                    "no cgroup v1 cpuacct hierarchy (per-thread groups on cgroup v2 need threaded "
+                    "subtrees: not done), so only the sandbox thread's own CPU clock counts"
+                )
+            else:
+                reasons.append(f"no cgroup v1 hierarchy has the {name} controller")
             found["why"][name] = "; ".join(reasons)
             continue
         parent = os.path.join(mount, own_v1.get(name, "/").lstrip("/"))
@@ -154,10 +167,11 @@ class Placement:
 
     @classmethod
     def create(cls, name: str, memory: int | None, tasks: int | None, found: dict | None = None) -> Placement:
-        """Make the groups (memory, pids) for a cell named `name` and set their limits."""
+        """Make the groups (memory, pids; cpuacct, without a limit, for its sandboxes' CPU)
+        for a cell named `name` and set their limits."""
         found = detect() if found is None else found
         placement = cls(name, why=dict(found["why"]))
-        for controller, value in (("memory", memory), ("pids", tasks)):
+        for controller, value in (("memory", memory), ("pids", tasks), ("cpuacct", None)):
             ctl = found.get(controller)
             if ctl is None:
                 continue
@@ -216,6 +230,39 @@ class Placement:
                 del self.groups[controller]
                 self.limits.pop(controller, None)
 
+    def sandbox_group(self, name: str, tid: int) -> str:
+        """A cpuacct group for one sandbox, its thread (`tid`) moved in: what the guest's
+        threads use is counted there (cpu_seconds). CgroupError says why not."""
+        if "cpuacct" not in self.groups:
+            raise CgroupError(self.cpu_why())
+        path = os.path.join(self.groups["cpuacct"][1], name)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise CgroupError(f"mkdir {path}: {exc.strerror}") from None
+        _write(f"{path}/tasks", str(tid))
+        return path
+
+    def cpu_why(self) -> str:
+        return self.why.get("cpuacct") or "no cpuacct group for the cell"
+
+    def sandbox_ungroup(self, path: str) -> None:
+        """Remove a sandbox's group: threads still in it (a guest's, still ending) go back
+        to the cell's group first (v1 refuses to remove a group with tasks)."""
+        cell = self.groups.get("cpuacct")
+        for tid in (_read(f"{path}/tasks") or "").split():
+            if cell is not None:
+                try:
+                    _write(f"{cell[1]}/tasks", tid)
+                except CgroupError:
+                    pass  # it ended meanwhile
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # removed with the cell's group (remove)
+
     def holds(self, controller: str) -> bool:
         """The limit is in force: the kernel took it and lists the cell in the group."""
         if controller not in self.groups or controller not in self.limits or self.pid is None:
@@ -239,6 +286,8 @@ class Placement:
                 out["memory"] = int(_read(f"{path}/memory.current") or 0)
                 events = dict(line.split() for line in (_read(f"{path}/memory.events") or "").splitlines())
                 out["oom_kills"] = int(events.get("oom_kill", 0))
+        if "cpuacct" in self.groups:
+            out["cpu"] = cpu_seconds(self.groups["cpuacct"][1]) or 0.0
         if "pids" in self.groups:
             _ctl, path = self.groups["pids"]
             out["tasks"] = int(_read(f"{path}/pids.current") or 0)
@@ -260,6 +309,14 @@ class Placement:
     def remove(self, timeout: float = 2.0) -> None:
         """Remove the groups once the cell has ended (rmdir fails while tasks remain)."""
         deadline = time.monotonic() + timeout
+        if "cpuacct" in self.groups:  # its sandboxes' groups first (empty once the cell ended)
+            parent = self.groups["cpuacct"][1]
+            for child in os.scandir(parent) if os.path.isdir(parent) else ():
+                if child.is_dir(follow_symlinks=False):
+                    try:
+                        os.rmdir(child.path)
+                    except OSError:
+                        pass
         for _ctl, path in self.groups.values():
             while True:
                 try:
@@ -272,6 +329,12 @@ class Placement:
                         break
                     time.sleep(0.01)
         self.groups.clear()
+
+
+def cpu_seconds(path: str) -> float | None:
+    """The CPU (user + system) every task of a cpuacct group has used, ended ones too."""
+    value = _read(f"{path}/cpuacct.usage")
+    return int(value) / 1e9 if value is not None and value.isdigit() else None
 
 
 def cell_budget(sandboxes: list) -> tuple[int, int]:

@@ -11,10 +11,13 @@ Supervisor side:
   EventReader         per supervisor: drains the host BPF guards' ring buffer (pyisolate.bpf)
                       and watches its drop counter;
   Watchdog            per supervisor: one thread that measures every busy request's CPU time
-                      (the sandbox thread's own clock, /proc/PID/task/TID/stat) and wall time
+                      (every thread of the sandbox: its cpuacct group, cgroups.py; else the
+                      sandbox thread's own clock, /proc/PID/task/TID/stat) and wall time
                       (monotonic) and, on a breach, interrupts the sandbox's interpreter, then
                       escalates on the cell: SIGXCPU, SIGTERM, SIGKILL, one grace period
-                      apart. It also ends a cell whose heartbeat stalls, and every cell with
+                      apart. Between requests it watches the CPU of threads a guest left
+                      running (idle watches: cpu_time again, counted from the request's end).
+                      It also ends a cell whose heartbeat stalls, and every cell with
                       BPF-guarded sandboxes when the guard event stream stalls or loses
                       events (fail-closed). It never waits on a cell or on the reader: it
                       only reads /proc and timestamps, sends frames and signals.
@@ -147,6 +150,18 @@ def fault_status(fault: str | None, returncode: int | None) -> str | None:
     return None
 
 
+def sandbox_cpu(sandbox) -> float | None:
+    """CPU seconds a sandbox has used: all its threads, ended ones too, where it has a
+    cpuacct group (cgroups.Placement.sandbox_group); else its own thread's."""
+    group = getattr(sandbox, "cpu_group", None)
+    if group:
+        from .cgroups import cpu_seconds
+
+        return cpu_seconds(group)
+    tid = sandbox.quota_info.get("tid")
+    return thread_cpu_time(sandbox.cell.pid, tid) if tid else None
+
+
 def thread_cpu_time(pid: int, tid: int) -> float | None:
     """CPU time (user + system) of one thread, from the kernel's accounting."""
     try:
@@ -252,13 +267,15 @@ class EventReader:
 
 
 class Watch:
-    """One busy request under watch."""
+    """One busy request under watch, or (idle) a sandbox between requests."""
 
     __slots__ = (
         "breach",
         "cpu0",
+        "cpu_at_step",
         "cpu_limit",
         "done",
+        "idle",
         "interrupt",
         "rid",
         "sandbox",
@@ -268,12 +285,13 @@ class Watch:
         "wall_limit",
     )
 
-    def __init__(self, sandbox, rid, cpu_limit, wall_limit):
+    def __init__(self, sandbox, rid, cpu_limit, wall_limit, idle=False):
         self.sandbox, self.rid = sandbox, rid
         self.cpu_limit, self.wall_limit = cpu_limit, wall_limit
+        self.idle = idle
         self.t0 = time.monotonic()
-        tid = sandbox.quota_info.get("tid")
-        self.cpu0 = thread_cpu_time(sandbox.cell.pid, tid) if tid else None
+        self.cpu0 = sandbox_cpu(sandbox)
+        self.cpu_at_step: float | None = None
         self.breach: QuotaExceeded | None = None
         self.step = -1
         self.step_at = 0.0
@@ -308,6 +326,17 @@ class Watchdog:
         if limits.cpu_time is None and limits.wall_time is None:
             return None
         w = Watch(sandbox, rid, limits.cpu_time, limits.wall_time)
+        with self.lock:
+            self.watches.add(w)
+        return w
+
+    def watch_idle(self, sandbox) -> Watch | None:
+        """After a request: threads the guest left running may use `cpu_time` more, counted
+        from now, until the next request (where the sandbox's cpuacct group sees them)."""
+        limit = sandbox.policy.limits.cpu_time
+        if limit is None or not getattr(sandbox, "cpu_group", None) or sandbox.closed:
+            return None
+        w = Watch(sandbox, None, limit, None, idle=True)
         with self.lock:
             self.watches.add(w)
         return w
@@ -369,7 +398,7 @@ class Watchdog:
         sb = w.sandbox
         if w.breach is None:
             if w.cpu_limit is not None and w.cpu0 is not None:
-                cpu = thread_cpu_time(sb.cell.pid, sb.quota_info["tid"])
+                cpu = sandbox_cpu(sb)
                 if cpu is not None and cpu - w.cpu0 > w.cpu_limit:
                     w.breach = QuotaExceeded(sb.name, "cpu_time", w.cpu_limit, cpu - w.cpu0, "s")
             wall = now - w.t0
@@ -380,6 +409,11 @@ class Watchdog:
             w.breach.at = now
             self._escalate(w, now)
         elif now - w.step_at >= self.grace and w.step + 1 < len(ESCALATION):
+            if w.idle:  # no request ends an idle watch: did the last step stop the threads?
+                cpu = sandbox_cpu(sb)
+                if cpu is not None and w.cpu_at_step is not None and cpu - w.cpu_at_step < self.grace / 2:
+                    w.breach, w.step, w.cpu0 = None, -1, cpu  # yes: watch what is left afresh
+                    return
             self._escalate(w, now)
 
     def _escalate(self, w: Watch, now: float) -> None:
@@ -387,6 +421,9 @@ class Watchdog:
         w.step_at = now
         action = ESCALATION[w.step]
         w.breach.action = action
+        w.cpu_at_step = sandbox_cpu(w.sandbox)
+        if w.idle:
+            w.sandbox.breach = w.breach  # nobody waits on an idle watch: the sandbox keeps it
         cell = w.sandbox.cell
         if action == "interrupt":
             message = f"{w.breach.quota} quota exceeded: limit {w.breach.limit:g}s, used {w.breach.measured:.2f}s"

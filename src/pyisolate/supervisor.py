@@ -109,8 +109,8 @@ class Cell:
         self.lock = threading.Lock()
         self.dead: CellCrashed | None = None
         self._rids = itertools.count(1)
-        # The process's BPF programs load (once) before any cell process exists: a BPF load
-        # beside a cell's start soft-locked a Linux 6.1 guest's two CPUs (guards.load).
+        # The process's BPF programs load (once) before any cell process exists: a refusal
+        # stops the spawn before anything of a cell runs (guards.load).
         guards.load()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.channel = framing.Channel(ours)
@@ -296,6 +296,8 @@ class Sandbox:
         self._drain = False
         self.quota_info: dict = {}  # the sandbox thread's tid, its interpreter, its caps (create reply)
         self.breach: QuotaExceeded | None = None  # the last quota the watchdog enforced
+        self.cpu_group: str | None = None  # its cpuacct group: all its threads' CPU (cgroups.py)
+        self._idle: quotas.Watch | None = None  # between requests (Watchdog.watch_idle)
         # What the kernel enforces for this sandbox (its thread's Landlock and seccomp,
         # the cell's rlimits; "reduced" lists what is missing), from the create reply.
         self.guards: dict = {}
@@ -363,7 +365,16 @@ class Sandbox:
             raise self._ended
         rid = next(self._rids)
         message["rid"] = rid
-        watch = self.cell.supervisor.watchdog().watch(self, rid)
+        watchdog = self.cell.supervisor.watchdog()
+        idle, self._idle = self._idle, None
+        watchdog.unwatch(idle)
+        if idle is not None and idle.interrupt is not None:  # it stopped a thread left running
+            try:
+                idle.interrupt.result(1.0)
+            except Exception:
+                pass
+            self._drain = True
+        watch = watchdog.watch(self, rid)
         try:
             try:
                 if self._drain:  # a late interrupt may be pending in the guest: it takes this frame
@@ -383,7 +394,8 @@ class Sandbox:
                 raise watch.breach from exc
             raise
         finally:
-            self.cell.supervisor.watchdog().unwatch(watch)
+            watchdog.unwatch(watch)
+            self._idle = watchdog.watch_idle(self)  # threads the request left running
         reply = self._replies.pop(rid)
         interrupted = (reply.get("error") or {}).get("type") == "QuotaExceeded"
         if watch is not None and watch.interrupt is not None and not interrupted:
@@ -442,8 +454,7 @@ class Sandbox:
         (`memory`: used, peak, cap, refused), its thread's CPU time, and its cell's cgroup
         usage (bytes, tasks, limit hits)."""
         out = dict(self.cell.request({"op": "usage", "sb": self.name}, 5, self.name))
-        tid = self.quota_info.get("tid")
-        out["cpu_time"] = quotas.thread_cpu_time(self.cell.pid, tid) if tid else None
+        out["cpu_time"] = quotas.sandbox_cpu(self)  # all its threads where cpu_group, else its own
         placement = self.cell.quota.placement
         out["cell"] = placement.usage() if placement is not None else {}
         return out
@@ -480,6 +491,12 @@ class Sandbox:
             pass
         self._channel.close()
         self.cell.sandboxes.pop(self.name, None)
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            self.cell.supervisor.watchdog().unwatch(idle)
+        placement = self.cell.quota.placement
+        if self.cpu_group and placement is not None:
+            placement.sandbox_ungroup(self.cpu_group)
         bpf.unmark_sandbox(self.guards.get("bpf") or {})
         lsm.unmark_sandbox(self.guards.get("lsm") or {})
         if self._tmpdir:
@@ -526,6 +543,23 @@ def _kept_fields(
         else:
             top[f] = getattr(old, f)
     return dataclasses.replace(new, limits=limits, **top)
+
+
+def _group_cpu(sandbox: Sandbox, cell: Cell) -> None:
+    """Move the sandbox's thread into a cpuacct group of its own (cgroups.py) before any
+    guest code runs; `quota_info["cpu"]` says what the cpu_time quota counts."""
+    placement, tid = cell.quota.placement, sandbox.spawn_info.get("tid")
+    why = "the cell has no cgroup placement" if placement is None else "no thread id in the create reply"
+    if placement is not None and tid:
+        try:
+            sandbox.cpu_group = placement.sandbox_group(f"sandbox-{tid}", tid)
+        except PyIsolateError as exc:
+            why = str(exc)
+    sandbox.quota_info["cpu"] = (
+        f"every thread of the sandbox, ended ones too (cgroup v1 {sandbox.cpu_group}/cpuacct.usage)"
+        if sandbox.cpu_group
+        else f"the sandbox thread only: {why}"
+    )
 
 
 def _mkdtemp(name: str) -> str:
@@ -667,6 +701,8 @@ class Supervisor:
             self.bpf_policies.add(sandbox.guards["bpf"].get("policy", 0))
             # BPF-LSM (lsm.py, mode "full"): its rules from the resolved policy, its thread marked.
             sandbox.guards["lsm"] = lsm.mark_sandbox(sandbox.spawn_info.get("tid"), resolved, values["stdlib"])
+            # Its CPU: a cpuacct group of its own, where the threads its guest starts are born.
+            _group_cpu(sandbox, cell)
             if sandbox.guards.get("reduced"):
                 print(
                     f"pyisolate: WARNING: sandbox {name} runs with REDUCED GUARANTEES (its policy accepts them): "

@@ -275,6 +275,64 @@ def test_runaway_code_is_stopped(supervisor, name):
             sb.call("builtins.eval", "6 * 7")
 
 
+def _sandbox_cpu_counted(sb) -> None:
+    need(sb.cpu_group is not None, f"guest threads' CPU is not counted here: {sb.quota_info.get('cpu')}")
+
+
+def test_threads_a_guest_starts_count_against_cpu_time(supervisor):
+    """cpu_time counts every thread of the sandbox (its cpuacct group), not only the thread
+    that serves requests: work moved into a second thread breaches it like work done in place."""
+    from pyisolate.errors import QuotaExceeded
+
+    limit = 0.5
+    sb = supervisor.spawn("threads", policy("threads", cpu=limit))
+    _sandbox_cpu_counted(sb)
+    need(sb.cell.hello.get("c_gate"), "the interpreter lacks the PyIsolate patches")
+    code = "import threading\nt = threading.Thread(target=lambda: sum(i for i in range(10**10)))\nt.start()\nt.join()"
+    with pytest.raises(QuotaExceeded) as info:
+        sb.exec(code, timeout=30)
+    err = info.value
+    assert err.quota == "cpu_time" and limit < err.measured < limit + 0.2, err
+    assert err.action == "interrupt", err.action  # the pending interrupt reached the busy thread
+    assert sb.call("builtins.eval", "6 * 7") == 42
+    assert sb.stats()["cpu_time"] >= err.measured
+
+
+@pytest.mark.parametrize("loop, how", [("while True: pass", "interrupt"), ("sum(range(10**12))", "SIGXCPU")])
+def test_threads_left_running_after_a_request_are_stopped(supervisor, loop, how):
+    """A guest thread that outlives its request is watched until the next one: after
+    cpu_time more of CPU it is interrupted (Python code), or its cell signalled (a C loop);
+    the sandbox's CPU stops growing and `Sandbox.breach` says what happened."""
+    from pyisolate import quotas
+    from pyisolate.errors import CellCrashed
+
+    limit = 0.5
+    grace = supervisor.watchdog_grace
+    sb = supervisor.spawn(f"left-{how}", policy(f"left-{how}", cpu=limit), isolation="process")
+    _sandbox_cpu_counted(sb)
+    need(sb.cell.hello.get("c_gate"), "the interpreter lacks the PyIsolate patches")
+    start = quotas.sandbox_cpu(sb)
+    sb.exec(f"import threading\ndef spin():\n    {loop}\nthreading.Thread(target=spin).start()")
+    deadline = time.monotonic() + 20
+    while sb.breach is None or sb.breach.action != how:
+        assert time.monotonic() < deadline, (sb.breach, quotas.sandbox_cpu(sb) - start)
+        time.sleep(0.05)
+    breach = sb.breach
+    assert breach.quota == "cpu_time" and breach.limit == limit < breach.measured < limit + 0.2, breach
+    time.sleep(grace + 0.3)  # after the step that worked, nothing of the guest runs any more
+    if how == "interrupt":
+        used = quotas.sandbox_cpu(sb)
+        time.sleep(1.0)
+        assert quotas.sandbox_cpu(sb) - used < 0.05, used
+        # the request's own CPU, cpu_time more, and the watchdog's lag
+        assert used - start < 2 * limit + 0.3, used - start
+        assert sb.call("builtins.eval", "6 * 7") == 42  # the sandbox lives on
+    else:
+        assert sb.cell.proc.poll() is not None  # the thread never reached a bytecode boundary
+        with pytest.raises(CellCrashed, match="cpu_time"):
+            sb.call("builtins.eval", "6 * 7")
+
+
 def test_other_cells_keep_serving_during_escalation(supervisor):
     from pyisolate.errors import QuotaExceeded
 
