@@ -24,8 +24,8 @@ The operator's switch, process-wide and read once, when shared() first loads the
 PYISOLATE_HOST_BPF=all (the default: every program), net (everything but tp_btf/sys_enter,
 the exec kill that runs on every system call of the host: seccomp still refuses those calls
 on sandbox threads), off (nothing loaded; unavailable() says so). Any other value raises
-BpfSwitchError there, so the first spawn fails (before its cell starts) rather than run
-with less.
+BpfSwitchError there (and in guards.preflight, before the first cell starts), so the
+spawn fails rather than run with less.
 """
 
 from __future__ import annotations

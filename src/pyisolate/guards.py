@@ -9,16 +9,15 @@ here holds before any guest code runs. What a cell gets, and where it comes from
                                       runs (pyisolate.kernel.restrict_thread); reported in
                                       the create reply, i.e. `Sandbox.guards`
   rlimits                             the cell, per sandbox, where it hosts only that one
-  host BPF guards                     the supervisor, loaded once per process before its
-  (cgroup-bpf, exec-kill)             first cell starts (`load`, pyisolate.bpf); each
+  host BPF guards                     the supervisor, loaded once per process at its first
+  (cgroup-bpf, exec-kill)             cell (pyisolate.bpf; `preflight` before it); each
                                       sandbox's thread is marked after its create reply,
                                       before the caller gets it;
                                       the operator's PYISOLATE_HOST_BPF=net leaves exec-kill
                                       out, =off both (reported missing, with that reason)
-  BPF-LSM programs                    the supervisor, loaded once per process before its
-                                      first cell where the kernel runs them (`load`,
-                                      pyisolate.lsm); each sandbox's thread is marked next
-                                      to the host BPF mark
+  BPF-LSM programs                    the supervisor, loaded once per process at its first
+                                      cell where the kernel runs them (pyisolate.lsm); each
+                                      sandbox's thread is marked next to the host BPF mark
 
 `attach` checks the cell's preparation against what the kernel says about the cell
 (/proc/PID/status: seccomp mode 2, no_new_privs) and reports the mode:
@@ -58,17 +57,35 @@ def _uids(pid: int) -> tuple[int, ...]:
     return ()
 
 
-def load() -> None:
-    """Load the process's host BPF guards and BPF-LSM programs (once: later calls return at
-    once). The supervisor calls it before it starts a cell process: a refusal (a tampered
-    object, an invalid PYISOLATE_HOST_BPF) is raised here, before any cell exists, and no
-    cell starts while the kernel verifies the programs and patches its text to attach them.
-    `unavailable()` of bpf/lsm says why one is absent. (Chosen while vmtest guests soft-
-    locked with the load beside a cell's start; that was QEMU's multi-threaded TCG running
-    stale kernel text, see tests/vm/vmtest.py, but the order stays: it costs ~16 ms of
-    start-up, the price of refusing before anything runs.)"""
-    bpf.shared()
-    lsm.shared()
+_checked = False
+
+
+def preflight() -> None:
+    """What refuses a spawn before any cell starts, checked once per process: an invalid
+    PYISOLATE_HOST_BPF (BpfSwitchError) and a tampered object (BpfIntegrityError: each is
+    hashed against the shipped manifest). The kernel's load and attach (~20 ms: the
+    verifier, the LSM probe) then run in `attach`, beside the cell's start; an object that
+    changed in between is still refused there, and the cell with it."""
+    global _checked
+    if _checked:
+        return
+    objects = [lsm.OBJECT] if bpf.switch() == "off" else [bpf.GUARD_OBJECT, lsm.OBJECT]
+    for name in objects:
+        try:
+            bpf.verified_object(name)
+        except bpf.BpfUnavailable:
+            pass  # unreadable: the load says so (unavailable()), it refuses nothing
+    _checked = True
+
+
+def _load_or_refuse(cell, load, refusals):
+    """The process's loaded guard (or None); a refusal (a tampered object, an invalid
+    switch) ends the cell before it ever gets "go", and is raised to the spawn."""
+    try:
+        return load()
+    except refusals:
+        cell.kill()
+        raise
 
 
 def attach(cell) -> GuardReport:
@@ -116,9 +133,9 @@ def attach(cell) -> GuardReport:
     else:
         missing.append("rlimits")
         details["rlimits"] = prep.get("rlimit_core_error") or "RLIMIT_CORE not set by the cell preparation"
-    # Host BPF guards: loaded by `load` before the first cell process (a refusal there
-    # stopped the spawn before any cell existed).
-    guard = bpf.shared()
+    # Host BPF guards: loaded here at the first cell (`preflight` refused a bad switch or
+    # a tampered object before it started; what changed since ends the cell here).
+    guard = _load_or_refuse(cell, bpf.shared, (bpf.BpfIntegrityError, bpf.BpfSwitchError))
     if guard is not None:
         attached.append("cgroup-bpf")
         details["cgroup-bpf"] = (
@@ -138,8 +155,8 @@ def attach(cell) -> GuardReport:
     else:
         missing += ["cgroup-bpf", "exec-kill"]
         details["cgroup-bpf"] = details["exec-kill"] = f"host BPF guards not loaded: {bpf.unavailable()}"
-    # BPF-LSM (lsm.py): loaded by `load` too, where the kernel runs it.
-    lsm_guard = lsm.shared()
+    # BPF-LSM (lsm.py): loaded here at the first cell, where the kernel runs it.
+    lsm_guard = _load_or_refuse(cell, lsm.shared, bpf.BpfIntegrityError)
     if lsm_guard is not None:
         attached.append("bpf-lsm")
         details["bpf-lsm"] = (

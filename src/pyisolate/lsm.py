@@ -1,6 +1,6 @@
 """The BPF-LSM programs (bpf/lsm.bpf.c) on the supervisor's side: the guards of mode "full".
 
-Loaded once per supervisor process, before its first cell starts, and only where the kernel
+Loaded once per supervisor process, at its first cell, and only where the kernel
 runs them: `why_not()` says why not otherwise, in the kernel's words (on hosts that
 refuse LSM program loads: EPERM from the probe, bpf.probe()'s smallest lsm/ program).
 

@@ -109,9 +109,9 @@ class Cell:
         self.lock = threading.Lock()
         self.dead: CellCrashed | None = None
         self._rids = itertools.count(1)
-        # The process's BPF programs load (once) before any cell process exists: a refusal
-        # stops the spawn before anything of a cell runs (guards.load).
-        guards.load()
+        # A bad PYISOLATE_HOST_BPF or a tampered BPF object refuses the spawn before any cell
+        # process exists; the programs themselves load in guards.attach, beside its start.
+        guards.preflight()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.channel = framing.Channel(ours)
         self.quota = quotas.CellQuota()  # fault pipe, heartbeat, cgroup (docs/quotas.md)
