@@ -220,9 +220,12 @@ class Placement:
         self.limits[controller] = value
 
     def add(self, pid: int) -> None:
-        """Move a process (all its threads) into every group."""
+        """Move a process (all its threads) into every group but cpuacct's, which only
+        holds its sandboxes' groups (each move costs the kernel an RCU grace period)."""
         self.pid = pid
         for controller, (_ctl, path) in list(self.groups.items()):
+            if controller == "cpuacct":
+                continue
             try:
                 _write(f"{path}/cgroup.procs", str(pid))
             except CgroupError as exc:
@@ -250,12 +253,13 @@ class Placement:
 
     def sandbox_ungroup(self, path: str) -> None:
         """Remove a sandbox's group: threads still in it (a guest's, still ending) go back
-        to the cell's group first (v1 refuses to remove a group with tasks)."""
-        cell = self.groups.get("cpuacct")
+        to where the cell's threads are (the supervisor's group; v1 refuses to remove a
+        group with tasks)."""
+        ctl = self.groups.get("cpuacct")
         for tid in (_read(f"{path}/tasks") or "").split():
-            if cell is not None:
+            if ctl is not None:
                 try:
-                    _write(f"{cell[1]}/tasks", tid)
+                    _write(f"{ctl[0].parent}/tasks", tid)
                 except CgroupError:
                     pass  # it ended meanwhile
         try:
@@ -286,8 +290,8 @@ class Placement:
                 out["memory"] = int(_read(f"{path}/memory.current") or 0)
                 events = dict(line.split() for line in (_read(f"{path}/memory.events") or "").splitlines())
                 out["oom_kills"] = int(events.get("oom_kill", 0))
-        if "cpuacct" in self.groups:
-            out["cpu"] = cpu_seconds(self.groups["cpuacct"][1]) or 0.0
+        if "cpuacct" in self.groups:  # the CPU of its sandboxes' groups (cpuacct is hierarchical)
+            out["sandboxes_cpu"] = cpu_seconds(self.groups["cpuacct"][1]) or 0.0
         if "pids" in self.groups:
             _ctl, path = self.groups["pids"]
             out["tasks"] = int(_read(f"{path}/pids.current") or 0)
