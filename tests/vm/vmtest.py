@@ -363,6 +363,8 @@ def describe(samples: list[list[tuple[int, int]]], symbols: list[tuple[int, str]
         i = bisect.bisect_right(addresses, addr) - 1
         if i < 0 or addr < 0xFFFF_FFFF_8000_0000:
             return f"{addr:#x} (outside kernel text)"
+        if addr - symbols[i][0] > 1 << 20:  # past the last symbol: module space (BPF JIT images too)
+            return f"{addr:#x} (outside kernel text: a module or a BPF program)"
         return f"{symbols[i][1]}+{addr - symbols[i][0]:#x}"
 
     cpus = (", ".join(f"CPU#{c} {name(a)}" for c, a in seen) for seen in samples)
