@@ -14,7 +14,7 @@ which the supervisor moves the sandbox's thread (v1 places single threads). Thre
 guest starts are born in it, and the kernel keeps counting the CPU of those that ended,
 so `cpuacct.usage` is all the CPU the sandbox's threads used. Without it (cgroup v2 only:
 per-thread groups there need threaded subtrees, not done) only the sandbox thread's own
-clock is known; `Placement.cpu_why` says so.
+clock is known; `Placement.why["cpuacct"]` says why.
 
 Each controller is taken from v2 where v2 has it, else from v1. Groups are made beneath the
 supervisor's own group in that hierarchy (read from /proc/self/cgroup), so whatever limits
@@ -105,6 +105,16 @@ def _write(path: str, value: str) -> None:
         raise CgroupError(f"writing {value!r} to {path}: {exc.strerror}") from None
 
 
+def _mkdir(path: str) -> None:
+    """A group directory (an existing one is taken as it is)."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise CgroupError(f"mkdir {path}: {exc.strerror}") from None
+
+
 def detect() -> dict:
     """{"memory": Controller | None, "pids": Controller | None, "why": {name: reason}}:
     where each controller can be used for cells on this host, or why not."""
@@ -177,11 +187,9 @@ class Placement:
                 continue
             path = os.path.join(ctl.parent, name)
             try:
-                os.mkdir(path, 0o755)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                placement.why[controller] = f"mkdir {path}: {exc.strerror}"
+                _mkdir(path)
+            except CgroupError as exc:
+                placement.why[controller] = str(exc)
                 continue
             placement.groups[controller] = (ctl, path)
             if value is not None:
@@ -237,31 +245,22 @@ class Placement:
         """A cpuacct group for one sandbox, its thread (`tid`) moved in: what the guest's
         threads use is counted there (cpu_seconds). CgroupError says why not."""
         if "cpuacct" not in self.groups:
-            raise CgroupError(self.cpu_why())
+            raise CgroupError(self.why.get("cpuacct") or "no cpuacct group for the cell")
         path = os.path.join(self.groups["cpuacct"][1], name)
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise CgroupError(f"mkdir {path}: {exc.strerror}") from None
+        _mkdir(path)
         _write(f"{path}/tasks", str(tid))
         return path
-
-    def cpu_why(self) -> str:
-        return self.why.get("cpuacct") or "no cpuacct group for the cell"
 
     def sandbox_ungroup(self, path: str) -> None:
         """Remove a sandbox's group: threads still in it (a guest's, still ending) go back
         to where the cell's threads are (the supervisor's group; v1 refuses to remove a
         group with tasks)."""
         ctl = self.groups.get("cpuacct")
-        for tid in (_read(f"{path}/tasks") or "").split():
-            if ctl is not None:
-                try:
-                    _write(f"{ctl[0].parent}/tasks", tid)
-                except CgroupError:
-                    pass  # it ended meanwhile
+        for tid in (_read(f"{path}/tasks") or "").split() if ctl is not None else ():
+            try:
+                _write(f"{ctl[0].parent}/tasks", tid)
+            except CgroupError:
+                pass  # it ended meanwhile
         try:
             os.rmdir(path)
         except OSError:

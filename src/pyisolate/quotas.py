@@ -421,8 +421,8 @@ class Watchdog:
         w.step_at = now
         action = ESCALATION[w.step]
         w.breach.action = action
-        w.cpu_at_step = sandbox_cpu(w.sandbox)
-        if w.idle:
+        if w.idle:  # _check compares the CPU at the next step with this
+            w.cpu_at_step = sandbox_cpu(w.sandbox)
             w.sandbox.breach = w.breach  # nobody waits on an idle watch: the sandbox keeps it
         cell = w.sandbox.cell
         if action == "interrupt":
